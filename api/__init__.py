@@ -1,0 +1,1 @@
+"""Interfaces to the loader: the HTTP app and the command line."""

@@ -1,0 +1,138 @@
+"""The local admin channel: how CLI commands reach a running server that owns the warehouse.
+
+The server listens on a second socket, 127.0.0.1 only, on a random port, and writes
+`<database>.admin` (owner-only) with that address and a random token. Anything without the token
+gets 401. The public app never routes here, so its CORS never applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from loader.errors import AdminUnavailable, LoaderError
+from loader.pipeline import Pipeline
+from loader.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+NOT_RUNNING = object()
+"""`call()`'s answer when no server holds the warehouse: run the command locally."""
+
+
+def admin_file(settings: Settings) -> Path:
+    return settings.database.with_name(settings.database.name + ".admin")
+
+
+def create_admin_app(pipeline: Pipeline, token: str) -> Starlette:
+    async def run(request: Request) -> Response:
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return JSONResponse({"error": "missing or wrong admin token"}, status_code=401)
+        name = request.path_params["command"]
+        try:
+            args = json.loads(await request.body() or b"{}")
+            result = await run_in_threadpool(pipeline.command, name, args)
+        except LoaderError as exc:
+            return JSONResponse({"error": str(exc), "kind": type(exc).__name__}, status_code=400)
+        return JSONResponse({"result": result})
+
+    return Starlette(routes=[Route("/admin/{command}", run, methods=["POST"])])
+
+
+class _QuietServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the public server owns the signals; this one stops with it
+
+
+class AdminServer:
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.path = admin_file(pipeline.settings)
+        self.token = secrets.token_urlsafe(32)
+        self._server: _QuietServer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            create_admin_app(self.pipeline, self.token), log_level="warning", lifespan="off"
+        )
+        self._server = _QuietServer(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        info = {"url": f"http://127.0.0.1:{port}", "token": self.token, "pid": os.getpid()}
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            json.dump(info, file)
+        os.chmod(self.path, 0o600)
+        logger.info("Admin endpoint on 127.0.0.1:%d (token in %s)", port, self.path)
+
+    async def stop(self) -> None:
+        self.path.unlink(missing_ok=True)
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
+
+
+def call(settings: Settings, command: str, args: dict[str, Any], timeout: float = 60.0) -> Any:
+    """Run `command` on the server that holds the warehouse; NOT_RUNNING if there is none."""
+    path = admin_file(settings)
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        return NOT_RUNNING
+    except (OSError, ValueError) as exc:
+        raise AdminUnavailable(f"Cannot read the admin file {path}: {exc}.") from exc
+    if not _alive(int(info.get("pid", 0))):
+        return NOT_RUNNING  # a server that died without cleaning up
+    try:
+        response = httpx.post(
+            f"{info['url']}/admin/{command}",
+            json=args,
+            headers={"Authorization": f"Bearer {info['token']}"},
+            timeout=timeout,
+        )
+    except httpx.HTTPError as exc:
+        raise AdminUnavailable(
+            f"A server (pid {info.get('pid')}) holds {settings.database} but its admin endpoint "
+            f"{info['url']} did not answer ({exc}). Wait for it to start, or stop it."
+        ) from exc
+    body = response.json()
+    if response.status_code == 400:
+        raise LoaderError(body["error"])  # the command's own error, as it would be locally
+    if response.status_code != 200:
+        raise AdminUnavailable(f"The server refused `{command}`: {body.get('error')}")
+    return body["result"]
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

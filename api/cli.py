@@ -1,0 +1,222 @@
+"""The `loader` command: serve, sources, status, migrate (and `python -m api`)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from api import admin
+from loader.errors import LoaderError
+from loader.pipeline import Pipeline
+from loader.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_HELP = {
+    "database": "DuckDB warehouse file.",
+    "spool_dir": "Folder of write-ahead segments (open/, sealed/, failed/).",
+    "host": "Address to listen on.",
+    "port": "Port to listen on.",
+    "trusted_proxies": "Comma-separated peers whose X-Forwarded-For sets request_ip.",
+    "segment_max_events": "Seal the open spool segment at this many events.",
+    "segment_max_bytes": "Seal the open spool segment at this many bytes.",
+    "segment_max_age": "Seal the open spool segment after this many seconds.",
+    "backlog_max_bytes": "Answer 503 while more than this many sealed bytes wait to load.",
+    "min_free_bytes": "Answer 503 while less than this much disk is free for the spool.",
+    "load_max_events": "Events loaded per warehouse transaction.",
+    "log_level": "debug, info, warning or error.",
+}
+
+
+def settings_options(*names: str) -> Callable[[F], F]:
+    """Options for Settings fields: `--x-y` is field `x_y` and env `LOADER_X_Y`."""
+    defaults = Settings()
+
+    def decorate(func: F) -> F:
+        for name in reversed(names):
+            default = getattr(defaults, name)
+            if isinstance(default, tuple):
+                default = ",".join(default)
+            func = click.option(
+                "--" + name.replace("_", "-"),
+                name,
+                default=None,
+                help=f"{_HELP[name]} [env LOADER_{name.upper()}; default {default}]",
+            )(func)
+        return func
+
+    return decorate
+
+
+def _settings(**flags: Any) -> Settings:
+    return Settings.from_env(**flags)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def run_command(settings: Settings, name: str, args: dict[str, Any]) -> Any:
+    """Through the running server if there is one, else on the warehouse file directly."""
+    result = admin.call(settings, name, args)
+    if result is not admin.NOT_RUNNING:
+        return result
+    pipeline = Pipeline(settings)
+    try:
+        pipeline.open()
+        return pipeline.command(name, args)
+    finally:
+        pipeline.close()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="event-warehouse", prog_name="loader")
+def main() -> None:
+    """An event warehouse: a RudderStack/Segment-compatible HTTP collector on DuckDB.
+
+    Start with `loader serve`, then send events with any RudderStack or Segment SDK (or curl)
+    using the write key it prints. Every command takes --database and --spool-dir (or
+    LOADER_DATABASE and LOADER_SPOOL_DIR), so scripts can point all of them at one warehouse.
+    While `loader serve` runs, other commands go through it.
+    """
+
+
+@main.command()
+@settings_options(*(f.name for f in dataclasses.fields(Settings)))
+def serve(**flags: Any) -> None:
+    """Accept events over HTTP and load them into the warehouse.
+
+    The first start on an empty warehouse creates the source `default` (namespace `main`)
+    and prints its write key once. Stop with Ctrl-C: requests in flight finish first.
+    """
+    from api.server import serve as run_server
+
+    settings = _settings(**flags)
+    _configure_logging(settings.log_level)
+    try:
+        asyncio.run(run_server(settings))
+    except LoaderError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@settings_options("database", "spool_dir")
+def migrate(**flags: Any) -> None:
+    """Bring the warehouse's fixed tables up to date (also done at every start)."""
+    from loader import warehouse
+
+    settings = _settings(**flags)
+    _guard(lambda: warehouse.migrate(settings.database))
+    click.echo(f"Warehouse {settings.database} is up to date.")
+
+
+@main.command()
+@settings_options("database", "spool_dir")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def status(fmt: str, **flags: Any) -> None:
+    """Show the spool backlog, failed segments and sources."""
+    result = _guard(lambda: run_command(_settings(**flags), "status", {}))
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+        return
+    backlog = result["backlog"]
+    click.echo(f"database:  {result['database']}")
+    click.echo(f"spool:     {result['spool_dir']}")
+    click.echo(
+        f"backlog:   {backlog['segments']} segments, {backlog['events']} events, "
+        f"{backlog['bytes']} bytes, oldest {backlog['oldest_age_seconds']} s"
+    )
+    click.echo(f"failed:    {result['failed_segments']} segments")
+    click.echo(f"loaded:    {result['events_loaded']} events, last at {result['last_load']}")
+    click.echo(f"discards:  {result['discards']}")
+    for table, count in result["rows"].items():
+        click.echo(f"  {table:<40} {count:>12} rows")
+    click.echo(f"sources:   {', '.join(s['name'] for s in result['sources']) or 'none'}")
+
+
+@main.command()
+@settings_options("database", "spool_dir")
+def flush(**flags: Any) -> None:
+    """Load everything waiting in the spool now, then exit (through the server if it runs)."""
+    result = _guard(lambda: run_command(_settings(**flags), "flush", {}))
+    click.echo(
+        f"Loaded {result['events_loaded']} events; {result['segments_waiting']} segments "
+        f"waiting, {result['failed_segments']} failed."
+    )
+
+
+@main.group()
+def sources() -> None:
+    """Manage sources: each has a write key and a namespace (DuckDB schema)."""
+
+
+@sources.command("add")
+@click.argument("name")
+@click.option("--namespace", default=None, help="DuckDB schema for its tables [default: from NAME]")
+@settings_options("database", "spool_dir")
+def sources_add(name: str, namespace: str | None, **flags: Any) -> None:
+    """Create a source; prints only its write key, so `KEY=$(loader sources add web)` works."""
+    result = _guard(
+        lambda: run_command(
+            _settings(**flags), "sources.add", {"name": name, "namespace": namespace}
+        )
+    )
+    click.echo(result["write_key"])
+
+
+@sources.command("list")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@settings_options("database", "spool_dir")
+def sources_list(fmt: str, **flags: Any) -> None:
+    """List sources (write keys shortened)."""
+    result = _guard(lambda: run_command(_settings(**flags), "sources.list", {}))
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{'NAME':<20} {'NAMESPACE':<20} {'ENABLED':<8} {'KEY':<8} CREATED")
+    for row in result:
+        click.echo(
+            f"{row['name']:<20} {row['namespace']:<20} {row['enabled']!s:<8} "
+            f"{row['write_key']:<8} {row['created_at']}"
+        )
+
+
+def _named(command: str, doc: str) -> None:
+    @sources.command(command.split(".")[1], help=doc)
+    @click.argument("name")
+    @settings_options("database", "spool_dir")
+    def run(name: str, **flags: Any) -> None:
+        result = _guard(lambda: run_command(_settings(**flags), command, {"name": name}))
+        if "write_key" in result and len(result["write_key"]) > 8:
+            click.echo(result["write_key"])
+        else:
+            click.echo(f"Source {result['name']}: enabled={result['enabled']}")
+
+
+_named("sources.disable", "Reject the source's write key (its data stays).")
+_named("sources.enable", "Accept the source's write key again.")
+_named(
+    "sources.rotate-key", "Give the source a new write key; prints it. The old key stops working."
+)
+
+
+T = TypeVar("T")
+
+
+def _guard(action: Callable[[], T]) -> T:
+    """A LoaderError is the user's to fix: print its message and exit 1, no traceback."""
+    try:
+        return action()
+    except LoaderError as exc:
+        raise click.ClickException(str(exc)) from None

@@ -1,0 +1,79 @@
+"""One small async function per endpoint: authenticate, read, validate, enrich, spool, answer."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from api.auth import authenticate
+from api.body import read_body
+from loader import __version__
+from loader.enrich import client_ip, enrich
+from loader.pipeline import Pipeline
+from loader.spec import parse_request
+from loader.types import CallType
+
+ACCEPTED = PlainTextResponse("OK")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def ingest(call_type: CallType | None, beacon: bool = False) -> Endpoint:
+    """The endpoint for a single call (`call_type`) or a batch (None)."""
+
+    async def endpoint(request: Request) -> Response:
+        pipeline: Pipeline = request.app.state.pipeline
+        source = authenticate(
+            pipeline.registry, request.headers, request.query_params if beacon else None
+        )
+        body = await read_body(request)
+        payload = parse_request(body, call_type)
+        received_at = datetime.now(UTC)
+        peer = request.client.host if request.client else None
+        ip = client_ip(
+            peer, request.headers.get("x-forwarded-for"), pipeline.settings.trusted_proxies
+        )
+        sent_at = payload.sent_at or request.headers.get("sentat")
+        lines = b"".join(
+            orjson.dumps(
+                {
+                    "source": source.name,
+                    "event": enrich(event, received_at=received_at, request_ip=ip, sent_at=sent_at),
+                },
+                option=orjson.OPT_APPEND_NEWLINE,
+            )
+            for event in payload.events
+        )
+        await pipeline.batcher.submit(lines, len(payload.events))
+        return ACCEPTED
+
+    return endpoint
+
+
+async def health(request: Request) -> Response:
+    pipeline: Pipeline = request.app.state.pipeline
+    backlog = pipeline.batcher.backlog
+    refused = pipeline.batcher.refusal()
+    body: dict[str, Any] = {
+        "status": "ok" if refused is None else "degraded",
+        "spool": {
+            "writable": refused is None,
+            "reason": None if refused is None else refused.reason,
+            "backlog_segments": backlog.segments,
+            "backlog_bytes": backlog.bytes,
+            "oldest_age_seconds": round(backlog.oldest_age, 3),
+            "failed_segments": backlog.failed,
+        },
+        "warehouse": pipeline.health(),
+        "version": __version__,
+    }
+    return JSONResponse(body, status_code=200 if refused is None else 503)
+
+
+async def version(request: Request) -> Response:
+    return JSONResponse({"version": __version__, "commit": request.app.state.commit})

@@ -1,0 +1,38 @@
+"""`loader serve`: uvicorn with the public app, the admin endpoint beside it."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from api.app import create_app
+from loader.pipeline import Pipeline
+from loader.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+async def serve(settings: Settings) -> None:
+    pipeline = Pipeline(settings)
+    app = create_app(pipeline, admin=True)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.log_level == "debug",
+        lifespan="on",
+        timeout_keep_alive=15,
+        timeout_graceful_shutdown=30,
+        h11_max_incomplete_event_size=64 * 1024,  # headers over 64 KB are refused
+        server_header=False,
+    )
+    logger.info(
+        "Serving on http://%s:%d, warehouse %s, spool %s",
+        settings.host,
+        settings.port,
+        settings.database.resolve(),
+        settings.spool_dir.resolve(),
+    )
+    await uvicorn.Server(config).serve()

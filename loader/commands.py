@@ -1,0 +1,126 @@
+"""The commands `loader` runs on a warehouse, whether it opened it or a server did.
+
+Each takes the Pipeline and a dict of JSON-able arguments and returns JSON-able data, so the
+admin endpoint and the local CLI share one implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+
+from loader import sources, warehouse
+from loader.errors import LoaderError
+from loader.naming import quote
+
+if TYPE_CHECKING:
+    from loader.pipeline import Pipeline
+
+
+class UnknownCommand(LoaderError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Unknown command {name!r}; known: {', '.join(sorted(COMMANDS))}.")
+
+
+def sources_add(pipeline: Pipeline, args: dict[str, Any]) -> dict[str, Any]:
+    cur = pipeline.con.cursor()
+    source = sources.add(cur, args["name"], args.get("namespace"))
+    warehouse.ensure_namespace(cur, source.namespace)
+    pipeline.refresh_sources()
+    return {**source.public(), "write_key": source.write_key}
+
+
+def sources_list(pipeline: Pipeline, args: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s.public() for s in sources.all_sources(pipeline.con.cursor())]
+
+
+def _set_enabled(enabled: bool) -> Callable[[Pipeline, dict[str, Any]], dict[str, Any]]:
+    def run(pipeline: Pipeline, args: dict[str, Any]) -> dict[str, Any]:
+        source = sources.set_enabled(pipeline.con.cursor(), args["name"], enabled)
+        pipeline.refresh_sources()
+        return source.public()
+
+    return run
+
+
+def sources_rotate_key(pipeline: Pipeline, args: dict[str, Any]) -> dict[str, Any]:
+    source = sources.rotate_key(pipeline.con.cursor(), args["name"])
+    pipeline.refresh_sources()
+    return {**source.public(), "write_key": source.write_key}
+
+
+def flush(pipeline: Pipeline, args: dict[str, Any]) -> dict[str, Any]:
+    """Seal the open segment and load everything sealed, now."""
+    pipeline.seal_open()
+    loaded = pipeline.drain()
+    backlog = pipeline.spool.backlog()
+    return {
+        "events_loaded": loaded,
+        "failed_segments": backlog.failed,
+        "segments_waiting": backlog.segments,
+    }
+
+
+def status(pipeline: Pipeline, args: dict[str, Any]) -> dict[str, Any]:
+    backlog = pipeline.spool.backlog()
+    cur = pipeline.con.cursor()
+    last_load, events_loaded = cur.execute(
+        "SELECT max(loaded_at), coalesce(sum(events), 0) FROM main._loads"
+    ).fetchone() or (None, 0)
+    return {
+        "database": str(pipeline.settings.database),
+        "spool_dir": str(pipeline.settings.spool_dir),
+        "backlog": {
+            "segments": backlog.segments,
+            "events": pipeline.spool.count_events(),
+            "bytes": backlog.bytes,
+            "oldest_age_seconds": round(backlog.oldest_age, 3),
+        },
+        "failed_segments": backlog.failed,
+        "last_load": last_load.isoformat() if last_load else None,
+        "events_loaded": int(events_loaded),
+        "discards": _count_discards(cur),
+        "rows": _row_counts(cur),
+        "sources": [s.public() for s in sources.all_sources(cur)],
+    }
+
+
+def _row_counts(cur: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Rows per event table, `namespace.table` (system tables left out)."""
+    tables = cur.execute(
+        "SELECT schema_name, table_name, estimated_size FROM duckdb_tables() "
+        "WHERE database_name = current_database() ORDER BY schema_name, table_name"
+    ).fetchall()
+    return {
+        f"{schema}.{table}": int(size)
+        for schema, table, size in tables
+        if not table.startswith(("rudder_", "_")) and table not in ("sources", "alembic_version")
+    }
+
+
+def _count_discards(cur: duckdb.DuckDBPyConnection) -> int:
+    namespaces = [
+        row[0]
+        for row in cur.execute(
+            "SELECT DISTINCT schema_name FROM duckdb_tables() WHERE table_name = 'rudder_discards'"
+        ).fetchall()
+    ]
+    return sum(
+        int(
+            (cur.execute(f"SELECT count(*) FROM {quote(ns)}.rudder_discards").fetchone() or (0,))[0]
+        )
+        for ns in namespaces
+    )
+
+
+COMMANDS: dict[str, Callable[[Pipeline, dict[str, Any]], Any]] = {
+    "sources.add": sources_add,
+    "sources.list": sources_list,
+    "sources.enable": _set_enabled(True),
+    "sources.disable": _set_enabled(False),
+    "sources.rotate-key": sources_rotate_key,
+    "status": status,
+    "flush": flush,
+}

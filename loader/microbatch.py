@@ -1,0 +1,227 @@
+"""One micro-batch: spooled lines -> deduplicated, typed rows per table, handed to a Writer.
+
+Pure but for the Writer calls; the Writer wraps them in one transaction (warehouse.py).
+The rules: spec/warehouse.md §1-§4 (rows, names, types, coercion, discards, users).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple, Protocol
+
+import orjson
+
+from loader.errors import SegmentCorrupt
+from loader.flatten import MergeRule, Row, TooManyColumns, transform
+from loader.schema import coerce, discard_text, merge_type
+from loader.types import ColumnType
+
+logger = logging.getLogger(__name__)
+
+MAX_TABLE_COLUMNS = 1600
+"""Columns per table, as Postgres allows; further columns of an event are discarded."""
+
+TableKey = tuple[str, str]
+"""(namespace, table)"""
+
+
+class Discard(NamedTuple):
+    table_name: str
+    row_id: str | None
+    column_name: str
+    column_value: str
+    received_at: Any
+    reason: str
+
+
+class TableLoad(NamedTuple):
+    namespace: str
+    table: str
+    columns: dict[str, ColumnType]
+    """Every column of the rows, with the type it has (or gets) in the warehouse."""
+    new_columns: dict[str, ColumnType]
+    """Columns to create: all of them for a new table."""
+    rows: list[dict[str, Any]]
+    """Values coerced to `columns`' types; absent keys are NULL."""
+
+
+class Segment(NamedTuple):
+    segment_id: str
+    lines: list[bytes]
+
+
+class Batch(NamedTuple):
+    """What one transaction writes, all of it derived from the events."""
+
+    tables: list[TableLoad]
+    discards: dict[str, list[Discard]]
+    merge_rules: dict[str, list[tuple[MergeRule, Row | None, dict[str, Any]]]]
+    """Per namespace: each rule with the event's envelope (messageId, type, source, receivedAt)."""
+    keys: list[int]
+    """Dedup keys of the events loaded (hash of source and messageId)."""
+    events: int
+    duplicates: int
+
+
+class Writer(Protocol):
+    """What a warehouse backend offers a micro-batch; DuckDB is the one implementation."""
+
+    def tables(self, namespace: str) -> dict[str, dict[str, ColumnType]]: ...
+
+    def seen(self, keys: Sequence[int]) -> set[int]: ...
+
+
+def message_key(source: str, message_id: str) -> int:
+    """128-bit key of (source, messageId), the exactly-once identity of an event."""
+    digest = hashlib.md5(f"{source}\0{message_id}".encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest, "big")
+
+
+def read_segment(segment_id: str, data: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """The (source, event) pairs of a sealed segment; a bad line makes it SegmentCorrupt."""
+    events = []
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = orjson.loads(line)
+            source, event = record["source"], record["event"]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise SegmentCorrupt(segment_id, number, f"not a spooled event ({exc})") from None
+        if not isinstance(event, dict) or not isinstance(source, str):
+            raise SegmentCorrupt(segment_id, number, "not a spooled event")
+        events.append((source, event))
+    return events
+
+
+def build(
+    writer: Writer,
+    events: Iterable[tuple[str, dict[str, Any]]],
+    namespaces: dict[str, str],
+) -> Batch:
+    """Deduplicate, transform and type a micro-batch's events.
+
+    `namespaces` maps source name -> namespace. Events of a source that no longer exists
+    load into the namespace of the same name (never lost).
+    """
+    # 1. Exactly once: first occurrence in the batch, and nothing already stored.
+    firsts: dict[int, tuple[str, dict[str, Any]]] = {}
+    total = 0
+    for source, event in events:
+        total += 1
+        firsts.setdefault(message_key(source, str(event.get("messageId", ""))), (source, event))
+    stored = writer.seen(list(firsts))
+    fresh = [(key, pair) for key, pair in firsts.items() if key not in stored]
+
+    # 2. Rows per (namespace, table), in arrival order.
+    rows_by_table: dict[TableKey, list[Row]] = defaultdict(list)
+    discards: dict[str, list[Discard]] = defaultdict(list)
+    merge_rules: dict[str, list[tuple[MergeRule, Row | None, dict[str, Any]]]] = defaultdict(list)
+    for _, (source, event) in fresh:
+        namespace = namespaces.get(source, source)
+        try:
+            transformed = transform(event)
+        except TooManyColumns as exc:
+            discards[namespace].append(
+                Discard(
+                    event.get("type", ""),
+                    str(event.get("messageId")),
+                    "",
+                    "",
+                    event.get("receivedAt"),
+                    str(exc),
+                )
+            )
+            continue
+        for row in transformed.rows:
+            rows_by_table[(namespace, row.table)].append(row)
+        if transformed.merge_rule is not None:
+            envelope = {
+                "source": source,
+                "message_id": event.get("messageId"),
+                "call_type": event.get("type"),
+                "received_at": event.get("receivedAt"),
+            }
+            main = transformed.rows[0] if transformed.rows else None
+            merge_rules[namespace].append((transformed.merge_rule, main, envelope))
+
+    # 3. Schema per table, then coercion; users follow identifies.
+    existing: dict[str, dict[str, dict[str, ColumnType]]] = {}
+    tables: list[TableLoad] = []
+    for (namespace, table), rows in rows_by_table.items():
+        if namespace not in existing:  # a copy: the writer's own view changes only on DDL
+            existing[namespace] = {t: dict(c) for t, c in writer.tables(namespace).items()}
+        stored_columns = existing[namespace].get(table, {})
+        load = _type_table(namespace, table, rows, stored_columns, discards[namespace])
+        tables.append(load)
+        existing[namespace][table] = load.columns
+    return Batch(
+        tables, dict(discards), dict(merge_rules), [k for k, _ in fresh], total, total - len(fresh)
+    )
+
+
+def _type_table(
+    namespace: str,
+    table: str,
+    rows: list[Row],
+    stored: dict[str, ColumnType],
+    discards: list[Discard],
+) -> TableLoad:
+    """§3.3: the warehouse's type wins, then the first type seen; §3.4: coerce or discard."""
+    columns = dict(stored)
+    new_columns: dict[str, ColumnType] = {}
+    over_cap: set[str] = set()
+    for row in rows:
+        for column, kind in row.types.items():
+            if column in columns:
+                continue
+            if len(columns) >= MAX_TABLE_COLUMNS:
+                over_cap.add(column)
+                continue
+            columns[column] = new_columns[column] = merge_type(None, kind)
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        data = row.data
+        types = row.types
+        mismatched = [c for c, kind in types.items() if columns.get(c, kind) != kind]
+        if mismatched or over_cap:
+            data = dict(data)
+            for column in mismatched:
+                value, reason = coerce(data[column], types[column], columns[column])
+                data[column] = value
+                if reason is not None:
+                    _discard(discards, table, row, column, reason)
+            for column in over_cap.intersection(data):
+                _discard(
+                    discards,
+                    table,
+                    row,
+                    column,
+                    f"table {table} has reached the limit of {MAX_TABLE_COLUMNS} columns",
+                )
+                del data[column]
+        out.append(data)
+    return TableLoad(namespace, table, columns, new_columns, out)
+
+
+def _discard(discards: list[Discard], table: str, row: Row, column: str, reason: str) -> None:
+    """A discard row is written only when the row has an id and a received_at (§3.4)."""
+    row_id, received_at = row.data.get("id"), row.data.get("received_at")
+    if row_id is None or received_at is None:
+        return
+    discards.append(
+        Discard(table, str(row_id), column, discard_text(row.data[column]), received_at, reason)
+    )
+
+
+def parse_received_at(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None

@@ -1,0 +1,376 @@
+"""The DuckDB warehouse: migrations, namespaces, and loading rows in one transaction.
+
+This module owns the only read-write connection; other threads use `.cursor()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import duckdb
+import pyarrow as pa
+
+from loader.errors import TerminalError, TransientError
+from loader.flatten import MergeRule
+from loader.microbatch import Batch, TableLoad
+from loader.naming import quote
+from loader.sqlfiles import statements
+from loader.types import DUCKDB_TYPES, ColumnType
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def migrate(database: Path) -> None:
+    """`alembic upgrade head` on the warehouse file; run before the writer connection opens."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+
+    database.parent.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        # duckdb-engine warns that it cannot reflect indexes; Alembic does not need them.
+        warnings.simplefilter("ignore")
+        engine = create_engine(f"duckdb:///{database}")
+        try:
+            with engine.begin() as connection:
+                config = Config()
+                config.set_main_option("script_location", str(MIGRATIONS_DIR))
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        finally:
+            engine.dispose()
+
+
+def connect(database: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse; a lock held by another process becomes a clear TransientError."""
+    try:
+        con = duckdb.connect(str(database), read_only=read_only)
+        con.execute("SET TimeZone = 'UTC'")
+        return con
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise TransientError(
+                f"The warehouse {database} is locked by another process ({exc}). "
+                "If `loader serve` runs, commands go through it; otherwise stop the other "
+                "process and try again."
+            ) from exc
+        raise
+
+
+def ensure_namespace(con: duckdb.DuckDBPyConnection, namespace: str) -> None:
+    """Create a namespace's schema and system tables if they are missing."""
+    for statement in statements("namespace/create_tables.sql", namespace=namespace):
+        con.execute(statement)
+
+
+# -- loading -------------------------------------------------------------------------------
+
+_FROM_DUCKDB: dict[str, ColumnType] = {
+    "BIGINT": "int",
+    "INTEGER": "int",
+    "SMALLINT": "int",
+    "TINYINT": "int",
+    "HUGEINT": "int",
+    "UBIGINT": "int",
+    "UINTEGER": "int",
+    "DOUBLE": "float",
+    "FLOAT": "float",
+    "REAL": "float",
+    "BOOLEAN": "boolean",
+    "TIMESTAMP WITH TIME ZONE": "datetime",
+    "TIMESTAMP": "datetime",
+    "DATE": "datetime",
+    "VARCHAR": "string",
+    "JSON": "json",
+}
+_ARROW: dict[str, pa.DataType] = {
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "boolean": pa.bool_(),
+    "datetime": pa.string(),
+    "string": pa.string(),
+    "json": pa.string(),
+}
+_UINT64 = (1 << 64) - 1
+_TIMESTAMP = pa.timestamp("ms", tz="UTC")
+
+
+def column_type(duckdb_type: str) -> ColumnType:
+    """Our type for a warehouse column; a type a person set by hand is honoured (§3.3)."""
+    if duckdb_type.startswith("DECIMAL"):
+        return "float"
+    return _FROM_DUCKDB.get(duckdb_type, "string")
+
+
+class LoadResult(NamedTuple):
+    events: int
+    duplicates: int
+    rows: dict[str, int]
+    """Rows inserted per `namespace.table`."""
+    discards: int
+    new_columns: int
+
+
+class DuckDBWriter:
+    """The one Writer (loader.microbatch.Writer) today: DuckDB through one connection."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self._tables: dict[str, dict[str, dict[str, ColumnType]]] = {}
+
+    def tables(self, namespace: str) -> dict[str, dict[str, ColumnType]]:
+        if namespace not in self._tables:
+            rows = self.con.execute(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = ? ORDER BY table_name, ordinal_position",
+                [namespace],
+            ).fetchall()
+            found: dict[str, dict[str, ColumnType]] = {}
+            for table, column, kind in rows:
+                found.setdefault(table, {})[column] = column_type(kind)
+            self._tables[namespace] = found
+        return self._tables[namespace]
+
+    def seen(self, keys: Sequence[int]) -> set[int]:
+        if not keys:
+            return set()
+        self.con.register("_batch_keys", _keys_table(keys))
+        try:
+            rows = self.con.execute(
+                "SELECT k.hi, k.lo FROM _batch_keys k JOIN main._message_ids m "
+                "ON m.key = (k.hi::UHUGEINT << 64) | k.lo::UHUGEINT"
+            ).fetchall()
+        finally:
+            self.con.unregister("_batch_keys")
+        return {(hi << 64) | lo for hi, lo in rows}
+
+    def write(self, batch: Batch, segments: Sequence[tuple[str, int]]) -> LoadResult:
+        """Everything of one micro-batch, and its segments' load markers, in ONE transaction."""
+        now = datetime.now(UTC)
+        rows: dict[str, int] = {}
+        new_columns = 0
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            for load in batch.tables:
+                new_columns += self._evolve(load)
+                self._insert(load.namespace, load.table, load.columns, load.rows, now)
+                rows[f"{load.namespace}.{load.table}"] = len(load.rows)
+            for load in batch.tables:
+                if load.table == "identifies":
+                    self._upsert_users(load, now)
+            discards = self._insert_discards(batch, now)
+            for namespace, rules in batch.merge_rules.items():
+                self._insert_merge_rules(namespace, [rule for rule, _, _ in rules])
+            if batch.keys:
+                self.con.register("_batch_keys", _keys_table(batch.keys))
+                self.con.execute(
+                    "INSERT INTO main._message_ids "
+                    "SELECT (hi::UHUGEINT << 64) | lo::UHUGEINT FROM _batch_keys"
+                )
+                self.con.unregister("_batch_keys")
+            total = sum(rows.values())
+            for segment_id, events in segments:
+                self.con.execute(
+                    "INSERT INTO main._loads VALUES (?, ?, ?, ?)", [segment_id, events, total, now]
+                )
+            self.con.execute("COMMIT")
+        except BaseException:
+            self._tables.clear()  # DDL of the failed transaction is gone too
+            with contextlib.suppress(duckdb.Error):
+                self.con.execute("ROLLBACK")
+            raise
+        return LoadResult(batch.events, batch.duplicates, rows, discards, new_columns)
+
+    def loaded(self, segment_id: str) -> bool:
+        return (
+            self.con.execute(
+                "SELECT 1 FROM main._loads WHERE segment_id = ?", [segment_id]
+            ).fetchone()
+            is not None
+        )
+
+    def _evolve(self, load: TableLoad) -> int:
+        """CREATE TABLE or ADD COLUMN for what the rows bring; never retype (§3.3)."""
+        table = f"{quote(load.namespace)}.{quote(load.table)}"
+        known = self.tables(load.namespace)
+        if load.table not in known:
+            columns = {**load.columns, "uuid_ts": "datetime"}
+            ddl = ", ".join(f"{quote(c)} {DUCKDB_TYPES[t]}" for c, t in columns.items())
+            self.con.execute(f"CREATE TABLE {table} ({ddl})")
+            known[load.table] = dict(columns)
+            return len(columns)
+        added = 0
+        for column, kind in load.new_columns.items():
+            if column not in known[load.table]:
+                self.con.execute(
+                    f"ALTER TABLE {table} ADD COLUMN {quote(column)} {DUCKDB_TYPES[kind]}"
+                )
+                known[load.table][column] = kind
+                added += 1
+        if "uuid_ts" not in known[load.table]:
+            self.con.execute(f"ALTER TABLE {table} ADD COLUMN uuid_ts TIMESTAMPTZ")
+            known[load.table]["uuid_ts"] = "datetime"
+        return added
+
+    def _insert(
+        self,
+        namespace: str,
+        table: str,
+        columns: dict[str, ColumnType],
+        rows: list[dict[str, Any]],
+        now: datetime,
+    ) -> None:
+        self.con.register("_batch_rows", _arrow_table(columns, rows, now))
+        try:
+            self.con.execute(
+                f"INSERT INTO {quote(namespace)}.{quote(table)} BY NAME SELECT * FROM _batch_rows"
+            )
+        finally:
+            self.con.unregister("_batch_rows")
+
+    def _upsert_users(self, identifies: TableLoad, now: datetime) -> None:
+        """§4: per user, the latest non-null value of each column, merged with the stored row."""
+        namespace = identifies.namespace
+        known = self.tables(namespace)
+        source_columns = known["identifies"]
+        wanted: dict[str, ColumnType] = {
+            ("id" if c == "user_id" else c): t
+            for c, t in source_columns.items()
+            if c not in ("id",)
+        }
+        if "id" not in wanted:
+            return  # no identify of this namespace ever had a user_id
+        users = f"{quote(namespace)}.users"
+        if "users" not in known:
+            ddl = ", ".join(f"{quote(c)} {DUCKDB_TYPES[t]}" for c, t in wanted.items())
+            self.con.execute(f"CREATE TABLE {users} ({ddl})")
+            known["users"] = dict(wanted)
+        for column, kind in wanted.items():
+            if column not in known["users"]:
+                self.con.execute(
+                    f"ALTER TABLE {users} ADD COLUMN {quote(column)} {DUCKDB_TYPES[kind]}"
+                )
+                known["users"][column] = kind
+        batch = [r for r in identifies.rows if r.get("user_id") is not None]
+        if not batch:
+            return
+        self.con.register("_batch_identifies", _arrow_table(identifies.columns, batch, now))
+        columns = [c for c in known["users"] if c != "id"]
+        latest = ", ".join(
+            f"arg_max({quote(c)}, received_at) FILTER (WHERE {quote(c)} IS NOT NULL) AS {quote(c)}"
+            for c in columns
+        )
+        self.con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE _new_users AS
+            WITH candidates AS (
+                SELECT * FROM {users}
+                WHERE id IN (SELECT user_id FROM _batch_identifies)
+                UNION ALL BY NAME
+                SELECT * EXCLUDE (user_id, id), user_id AS id FROM _batch_identifies
+            )
+            SELECT id, {latest} FROM candidates GROUP BY id
+            """
+        )
+        self.con.execute(f"DELETE FROM {users} WHERE id IN (SELECT id FROM _new_users)")
+        self.con.execute(f"INSERT INTO {users} BY NAME SELECT * FROM _new_users")
+        self.con.execute("DROP TABLE _new_users")
+        self.con.unregister("_batch_identifies")
+
+    def _insert_discards(self, batch: Batch, now: datetime) -> int:
+        count = 0
+        for namespace, discards in batch.discards.items():
+            if not discards:
+                continue
+            table = pa.table(
+                {
+                    "table_name": pa.array([d.table_name for d in discards], pa.string()),
+                    "row_id": pa.array([d.row_id for d in discards], pa.string()),
+                    "column_name": pa.array([d.column_name for d in discards], pa.string()),
+                    "column_value": pa.array([d.column_value for d in discards], pa.string()),
+                    "received_at": pa.array([d.received_at for d in discards], pa.string()).cast(
+                        _TIMESTAMP
+                    ),
+                    "uuid_ts": pa.array([now] * len(discards), _TIMESTAMP),
+                    "reason": pa.array([d.reason for d in discards], pa.string()),
+                }
+            )
+            self.con.register("_batch_discards", table)
+            self.con.execute(
+                f"INSERT INTO {quote(namespace)}.rudder_discards BY NAME "
+                "SELECT * FROM _batch_discards"
+            )
+            self.con.unregister("_batch_discards")
+            count += len(discards)
+        return count
+
+    def _insert_merge_rules(self, namespace: str, rules: list[MergeRule]) -> None:
+        """New rules only: a rule already stored is not repeated (issue: identity)."""
+        if not rules:
+            return
+        table = pa.table(
+            {
+                "merge_property_1_type": pa.array([r.type1 for r in rules], pa.string()),
+                "merge_property_1_value": pa.array([r.value1 for r in rules], pa.string()),
+                "merge_property_2_type": pa.array([r.type2 for r in rules], pa.string()),
+                "merge_property_2_value": pa.array([r.value2 for r in rules], pa.string()),
+            }
+        )
+        self.con.register("_batch_rules", table)
+        self.con.execute(
+            f"""
+            INSERT INTO {quote(namespace)}.rudder_identity_merge_rules
+            SELECT DISTINCT * FROM _batch_rules b
+            WHERE NOT EXISTS (
+                SELECT 1 FROM {quote(namespace)}.rudder_identity_merge_rules r
+                WHERE r.merge_property_1_type IS NOT DISTINCT FROM b.merge_property_1_type
+                  AND r.merge_property_1_value IS NOT DISTINCT FROM b.merge_property_1_value
+                  AND r.merge_property_2_type IS NOT DISTINCT FROM b.merge_property_2_type
+                  AND r.merge_property_2_value IS NOT DISTINCT FROM b.merge_property_2_value
+            )
+            """
+        )
+        self.con.unregister("_batch_rules")
+
+
+def classify(exc: duckdb.Error) -> type[TransientError] | type[TerminalError]:
+    """Driver errors, translated once: I/O, memory, locks and conflicts pass; data does not."""
+    transient = (
+        duckdb.IOException,
+        duckdb.OutOfMemoryException,
+        duckdb.TransactionException,
+        duckdb.InterruptException,
+    )
+    return TransientError if isinstance(exc, transient) else TerminalError
+
+
+def _arrow_table(
+    columns: dict[str, ColumnType], rows: list[dict[str, Any]], now: datetime
+) -> pa.Table:
+    """Rows as a typed Arrow table (datetimes parsed from their ISO text), uuid_ts = now."""
+    arrays = {}
+    for column, kind in columns.items():
+        if column == "uuid_ts":
+            continue
+        array = pa.array([row.get(column) for row in rows], _ARROW[kind])
+        arrays[column] = array.cast(_TIMESTAMP) if kind == "datetime" else array
+    arrays["uuid_ts"] = pa.array([now] * len(rows), _TIMESTAMP)
+    return pa.table(arrays)
+
+
+def _keys_table(keys: Sequence[int]) -> pa.Table:
+    return pa.table(
+        {
+            "hi": pa.array([k >> 64 for k in keys], pa.uint64()),
+            "lo": pa.array([k & _UINT64 for k in keys], pa.uint64()),
+        }
+    )

@@ -1,0 +1,143 @@
+"""Fixtures: settings in tmp_path, an in-process client, and a real server process."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from loader.pipeline import Pipeline
+from loader.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = Path(__file__).resolve().parent / "cases"
+
+
+def load_case(name: str) -> Any:
+    return orjson.loads((CASES / f"{name}.json").read_bytes())
+
+
+def basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        database=tmp_path / "warehouse.duckdb",
+        spool_dir=tmp_path / "spool",
+        segment_max_age=3600.0,  # segments stay open (visible to spooled()) until flush/stop
+    )
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The app with its lifespan (pipeline started), over Starlette's in-process transport."""
+    pipeline = Pipeline(settings)
+    with TestClient(create_app(pipeline), client=("203.0.113.7", 5000)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def write_key(client: TestClient) -> str:
+    pipeline: Pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
+    assert pipeline.created_default is not None
+    return pipeline.created_default.write_key
+
+
+def spooled(settings: Settings) -> list[dict[str, Any]]:
+    """Every spooled line (open and sealed), as {"source", "event"} records, in order."""
+    records = []
+    for folder in ("sealed", "open"):
+        for path in sorted((settings.spool_dir / folder).glob("*.jsonl")):
+            records += [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
+    return records
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """A real `loader serve` process on a free 127.0.0.1 port."""
+
+    def __init__(self, settings: Settings, log: Path, **env: str) -> None:
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.env = {
+            **os.environ,
+            "LOADER_DATABASE": str(settings.database),
+            "LOADER_SPOOL_DIR": str(settings.spool_dir),
+            "LOADER_PORT": str(self.port),
+            "LOADER_SEGMENT_MAX_AGE": str(settings.segment_max_age),
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.write_key: str | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "api", "serve"],
+                env=self.env,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code in (200, 503):
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError(f"server did not start: {self.log.read_text()[-3000:]}")
+        if self.write_key is None:
+            assert self.process.stdout is not None
+            os.set_blocking(self.process.stdout.fileno(), False)
+            out = (self.process.stdout.read() or b"").decode()
+            self.write_key = out.strip().splitlines()[-1] if out.strip() else None
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def server(settings: Settings, tmp_path: Path) -> Iterator[Server]:
+    running = Server(settings, tmp_path / "server.log")
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
