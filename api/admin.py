@@ -15,7 +15,8 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,36 +64,35 @@ class _QuietServer(uvicorn.Server):
         yield  # the public server owns the signals; this one stops with it
 
 
-class AdminServer:
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
-        self.path = admin_file(pipeline.settings)
-        self.token = secrets.token_urlsafe(32)
-        self._server: _QuietServer | None = None
-        self._task: asyncio.Task[None] | None = None
+def start_in_thread(pipeline: Pipeline) -> Callable[[], None]:
+    """Serve the admin endpoint from a thread of the loader process; returns its stop()."""
+    path = admin_file(pipeline.settings)
+    token = secrets.token_urlsafe(32)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(  # log_config=None: leave the process's logging alone
+        create_admin_app(pipeline, token), log_config=None, lifespan="off"
+    )
+    server = _QuietServer(config)
+    thread = threading.Thread(
+        target=asyncio.run, args=(server.serve(sockets=[sock]),), name="admin", daemon=True
+    )
+    thread.start()
+    info = {"url": f"http://127.0.0.1:{port}", "token": token, "pid": os.getpid()}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        json.dump(info, file)
+    os.chmod(path, 0o600)
+    logger.info("Admin endpoint on 127.0.0.1:%d (token in %s)", port, path)
 
-    async def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            create_admin_app(self.pipeline, self.token), log_level="warning", lifespan="off"
-        )
-        self._server = _QuietServer(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        info = {"url": f"http://127.0.0.1:{port}", "token": self.token, "pid": os.getpid()}
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as file:
-            json.dump(info, file)
-        os.chmod(self.path, 0o600)
-        logger.info("Admin endpoint on 127.0.0.1:%d (token in %s)", port, self.path)
+    def stop() -> None:
+        path.unlink(missing_ok=True)
+        server.should_exit = True
+        thread.join(timeout=10)
 
-    async def stop(self) -> None:
-        self.path.unlink(missing_ok=True)
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
+    return stop
 
 
 def call(settings: Settings, command: str, args: dict[str, Any], timeout: float = 60.0) -> Any:

@@ -12,31 +12,25 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from api import errors, routes
-from api.admin import AdminServer
 from api.cors import CORSMiddleware
 from loader.errors import LoaderError
-from loader.pipeline import Pipeline
+from loader.gateway import Gateway
 from loader.sources import Source
 from loader.types import CALL_TYPES
 
 
-def create_app(pipeline: Pipeline, admin: bool = False) -> Starlette:
-    """The public app; its lifespan starts and stops the pipeline (and the admin endpoint)."""
+def create_app(gateway: Gateway) -> Starlette:
+    """The public app; its lifespan starts and stops the gateway (and so the loader)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await pipeline.start()
-        admin_server = AdminServer(pipeline) if admin else None
-        if admin_server is not None:
-            await admin_server.start()
-        if pipeline.created_default is not None:
-            _announce(pipeline.created_default)
+        await gateway.start()
+        if gateway.created_default is not None:
+            _announce(gateway.created_default)
         try:
             yield
         finally:
-            if admin_server is not None:
-                await admin_server.stop()
-            await pipeline.stop()
+            await gateway.stop()
 
     route_table = [
         *(
@@ -54,7 +48,7 @@ def create_app(pipeline: Pipeline, admin: bool = False) -> Starlette:
         exception_handlers={LoaderError: errors.handle},
         lifespan=lifespan,
     )
-    app.state.pipeline = pipeline
+    app.state.gateway = gateway
     app.state.commit = _commit()
     return app
 

@@ -31,6 +31,7 @@ _HELP = {
     "backlog_max_bytes": "Answer 503 while more than this many sealed bytes wait to load.",
     "min_free_bytes": "Answer 503 while less than this much disk is free for the spool.",
     "load_max_events": "Events loaded per warehouse transaction.",
+    "loader_in_thread": "Load in a thread of the HTTP process instead of its own process.",
     "log_level": "debug, info, warning or error.",
 }
 
@@ -44,10 +45,13 @@ def settings_options(*names: str) -> Callable[[F], F]:
             default = getattr(defaults, name)
             if isinstance(default, tuple):
                 default = ",".join(default)
+            flag = "--" + name.replace("_", "-")
             func = click.option(
-                "--" + name.replace("_", "-"),
+                flag,
                 name,
                 default=None,
+                is_flag=isinstance(default, bool),
+                flag_value=True if isinstance(default, bool) else None,
                 help=f"{_HELP[name]} [env LOADER_{name.upper()}; default {default}]",
             )(func)
         return func
@@ -151,8 +155,8 @@ def flush(**flags: Any) -> None:
     """Load everything waiting in the spool now, then exit (through the server if it runs)."""
     result = _guard(lambda: run_command(_settings(**flags), "flush", {}))
     click.echo(
-        f"Loaded {result['events_loaded']} events; {result['segments_waiting']} segments "
-        f"waiting, {result['failed_segments']} failed."
+        f"Loaded {result['events_loaded']} events from {result['segments_loaded']} segments; "
+        f"{result['segments_waiting']} segments waiting, {result['failed_segments']} failed."
     )
 
 

@@ -14,7 +14,7 @@ from api.auth import authenticate
 from api.body import read_body
 from loader import __version__
 from loader.enrich import client_ip, enrich
-from loader.pipeline import Pipeline
+from loader.gateway import Gateway
 from loader.spec import parse_request
 from loader.types import CallType
 
@@ -27,16 +27,16 @@ def ingest(call_type: CallType | None, beacon: bool = False) -> Endpoint:
     """The endpoint for a single call (`call_type`) or a batch (None)."""
 
     async def endpoint(request: Request) -> Response:
-        pipeline: Pipeline = request.app.state.pipeline
+        gateway: Gateway = request.app.state.gateway
         source = authenticate(
-            pipeline.registry, request.headers, request.query_params if beacon else None
+            gateway.registry, request.headers, request.query_params if beacon else None
         )
         body = await read_body(request)
         payload = parse_request(body, call_type)
         received_at = datetime.now(UTC)
         peer = request.client.host if request.client else None
         ip = client_ip(
-            peer, request.headers.get("x-forwarded-for"), pipeline.settings.trusted_proxies
+            peer, request.headers.get("x-forwarded-for"), gateway.settings.trusted_proxies
         )
         sent_at = payload.sent_at or request.headers.get("sentat")
         lines = b"".join(
@@ -49,16 +49,16 @@ def ingest(call_type: CallType | None, beacon: bool = False) -> Endpoint:
             )
             for event in payload.events
         )
-        await pipeline.batcher.submit(lines, len(payload.events))
+        await gateway.batcher.submit(lines, len(payload.events))
         return ACCEPTED
 
     return endpoint
 
 
 async def health(request: Request) -> Response:
-    pipeline: Pipeline = request.app.state.pipeline
-    backlog = pipeline.batcher.backlog
-    refused = pipeline.batcher.refusal()
+    gateway: Gateway = request.app.state.gateway
+    refused = gateway.batcher.refusal()
+    backlog = gateway.batcher.backlog
     body: dict[str, Any] = {
         "status": "ok" if refused is None else "degraded",
         "spool": {
@@ -69,10 +69,12 @@ async def health(request: Request) -> Response:
             "oldest_age_seconds": round(backlog.oldest_age, 3),
             "failed_segments": backlog.failed,
         },
-        "warehouse": pipeline.health(),
+        "loader": {"running": gateway.loader.alive},
         "version": __version__,
     }
-    return JSONResponse(body, status_code=200 if refused is None else 503)
+    healthy = refused is None and gateway.loader.alive
+    body["status"] = "ok" if healthy else "degraded"
+    return JSONResponse(body, status_code=200 if healthy else 503)
 
 
 async def version(request: Request) -> Response:

@@ -6,16 +6,16 @@ import logging
 
 import uvicorn
 
+from api import admin
 from api.app import create_app
-from loader.pipeline import Pipeline
+from loader.gateway import Gateway
 from loader.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
 async def serve(settings: Settings) -> None:
-    pipeline = Pipeline(settings)
-    app = create_app(pipeline, admin=True)
+    app = create_app(Gateway(settings, admin=admin.start_in_thread))
     config = uvicorn.Config(
         app,
         host=settings.host,

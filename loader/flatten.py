@@ -11,11 +11,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-import orjson
-
 from loader.errors import LoaderError
 from loader.naming import column_name, event_table_name, transform_name
-from loader.schema import ArrayText, infer, js_number_text, valid_timestamp
+from loader.schema import ArrayText, infer, js_number_text, json_text, valid_timestamp
 from loader.types import ColumnType, Event
 
 __all__ = ["MAX_COLUMNS", "MergeRule", "Row", "TooManyColumns", "Transformed", "transform"]
@@ -106,38 +104,47 @@ JsonPaths = tuple[dict[str, int], dict[str, int]]
 """(legacy keys, prefixed keys): underscore-joined raw path -> its depth (T keysFromJsonPaths)."""
 
 
-class _Columns(dict[str, str]):
-    """Key -> column under one prefix, for one call type; "" when the key is dropped.
+class _Prefixes(dict[str, "_Columns"]):
+    """Raw path prefix ("", "context_", "context_page_", ...) -> its column cache, per call type.
 
-    Dropped: the name converts to nothing, or to a rule column of the call (§2.1).
+    Bounded: past _CACHE_LIMIT cached keys in all, everything is dropped and rebuilt.
     """
-
-    def __init__(self, prefix: str, rules: frozenset[str]) -> None:
-        super().__init__()
-        self.prefix, self.rules = prefix, rules
-
-    def __missing__(self, key: str) -> str:
-        column = column_name(self.prefix + key) or ""
-        if column in self.rules:
-            column = ""
-        if len(self) >= _CACHE_LIMIT:
-            self.clear()
-        self[key] = column
-        return column
-
-
-class _Prefixes(dict[str, _Columns]):
-    """Raw path prefix ("", "context_", "context_page_", ...) -> its column cache."""
 
     def __init__(self, rules: frozenset[str]) -> None:
         super().__init__()
         self.rules = rules
+        self.size = 0
 
     def __missing__(self, prefix: str) -> _Columns:
-        if len(self) >= _CACHE_LIMIT // 100:
-            self.clear()
-        columns = self[prefix] = _Columns(prefix, self.rules)
+        columns = self[prefix] = _Columns(prefix, self)
         return columns
+
+    def grew(self) -> None:
+        self.size += 1
+        if self.size > _CACHE_LIMIT:
+            for columns in self.values():
+                columns.clear()
+            self.clear()
+            self.size = 0
+
+
+class _Columns(dict[str, str]):
+    """Key -> column under one prefix; "" when the key is dropped (§2.1).
+
+    Dropped: the name converts to nothing, or to a rule column of the call ("Reserved columns").
+    """
+
+    def __init__(self, prefix: str, owner: _Prefixes) -> None:
+        super().__init__()
+        self.prefix, self.owner = prefix, owner
+
+    def __missing__(self, key: str) -> str:
+        column = column_name(self.prefix + key) or ""
+        if column in self.owner.rules:
+            column = ""
+        self.owner.grew()
+        self[key] = column
+        return column
 
 
 _COLUMNS = {kind: _Prefixes(rules) for kind, rules in _RULE_COLUMNS.items()}
@@ -287,10 +294,11 @@ def _walk(
     if (complete.endswith("context_traits_") or complete == "group_traits_") and _string_like(obj):
         if prefix == "context_traits_":  # context.traits {"0":"f","1":"o"} -> context_traits
             column = names[prefix][""]
-            if column:
-                typed = infer("".join(obj[str(i)] for i in sorted(map(int, obj))))
-                if typed is not None:
-                    types[column], data[column] = typed
+            typed = infer("".join(obj[str(i)] for i in sorted(map(int, obj))))
+            if column and typed is not None:
+                collided = column in data
+                types[column], data[column] = typed
+                return collided
         return False
     collided = False
     columns = names[prefix]
@@ -301,7 +309,7 @@ def _walk(
             column = columns[key]
             if column:
                 collided = collided or column in data
-                data[column], types[column] = orjson.dumps(value).decode(), "json"
+                data[column], types[column] = json_text(value), "json"
             continue
         kind = type(value)
         column_type: ColumnType
@@ -359,7 +367,7 @@ def _walk(
             column = columns[key]
             if not column:
                 continue
-            value, column_type = ArrayText(orjson.dumps(value).decode()), "string"
+            value, column_type = ArrayText(json_text(value)), "string"
         else:
             typed = infer(value)
             column = columns[key]
@@ -494,4 +502,4 @@ def _stringify(value: Any) -> str:
         return value
     if type(value) is float:
         return js_number_text(value)
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    return json_text(value)

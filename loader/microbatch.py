@@ -177,7 +177,7 @@ def _type_table(
     over_cap: set[str] = set()
     for row in rows:
         for column, kind in row.types.items():
-            if column in columns:
+            if column in columns or column == "uuid_ts":  # uuid_ts is the load's, always
                 continue
             if len(columns) >= MAX_TABLE_COLUMNS:
                 over_cap.add(column)
@@ -187,7 +187,9 @@ def _type_table(
     for row in rows:
         data = row.data
         types = row.types
-        mismatched = [c for c, kind in types.items() if columns.get(c, kind) != kind]
+        mismatched = [
+            c for c, kind in types.items() if columns.get(c, kind) != kind and c != "uuid_ts"
+        ]
         if mismatched or over_cap:
             data = dict(data)
             for column in mismatched:

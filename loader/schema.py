@@ -6,6 +6,7 @@ Pure. Values come from flatten; which tables and columns exist is the warehouse'
 from __future__ import annotations
 
 import functools
+import json
 import math
 import re
 from datetime import datetime, timedelta
@@ -22,6 +23,7 @@ __all__ = [
     "go_text",
     "infer",
     "js_number_text",
+    "json_text",
     "merge_type",
     "valid_timestamp",
 ]
@@ -57,7 +59,7 @@ def infer(value: Any) -> tuple[ColumnType, Any] | None:
             return "int", int(value)
         return "float", value
     if kind is list:
-        return "string", ArrayText(orjson.dumps(value).decode())
+        return "string", ArrayText(json_text(value))
     if value is None:
         return None
     if isinstance(value, bool):  # subclasses, rare: same rules as their base type
@@ -103,7 +105,7 @@ def coerce(value: Any, row_type: ColumnType, table_type: ColumnType) -> tuple[An
         elif type(value) is ArrayText:
             return value, None
         else:
-            return orjson.dumps(go_text(value)).decode(), None
+            return json_text(go_text(value)), None
     return None, f"incompatible schema conversion from {table_type} to {row_type}"
 
 
@@ -130,6 +132,17 @@ def go_text(value: Any) -> str:
         inner = " ".join(f"{key}:{go_text(value[key])}" for key in sorted(value))
         return f"map[{inner}]"
     return str(value)
+
+
+def json_text(value: Any) -> str:
+    """Compact JSON, keys sorted as Go marshals them (S worker.go writes arrays that way).
+
+    Non-ASCII is kept. orjson, or the json module past orjson's 64-bit integers.
+    """
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
 def _digits(value: float) -> tuple[str, int]:

@@ -40,6 +40,9 @@ class Settings:
     """Free disk below which requests get 503 instead of risking a half-written append."""
     load_max_events: int = 200_000
     """Events loaded in one warehouse transaction (several segments may share one)."""
+    loader_in_thread: bool = False
+    """Load in a thread of the HTTP process instead of a process of its own: less memory, but
+    loading then competes with request handling for the GIL."""
     log_level: str = "info"
 
     @classmethod
@@ -66,6 +69,12 @@ def _convert(name: str, kind: Any, raw: Any) -> Any:
             return int(raw.replace("_", ""))
         if kind == "float":
             return float(raw)
+        if kind == "bool":
+            if raw.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.strip().lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
         if kind == "tuple[str, ...]":
             return tuple(part.strip() for part in raw.split(",") if part.strip())
     except ValueError:

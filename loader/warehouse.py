@@ -30,12 +30,12 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 def migrate(database: Path) -> None:
     """`alembic upgrade head` on the warehouse file; run before the writer connection opens."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per start is enough
     from alembic import command
     from alembic.config import Config
     from sqlalchemy import create_engine
 
     database.parent.mkdir(parents=True, exist_ok=True)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         # duckdb-engine warns that it cannot reflect indexes; Alembic does not need them.
         warnings.simplefilter("ignore")
@@ -177,10 +177,9 @@ class DuckDBWriter:
                     "SELECT (hi::UHUGEINT << 64) | lo::UHUGEINT FROM _batch_keys"
                 )
                 self.con.unregister("_batch_keys")
-            total = sum(rows.values())
             for segment_id, events in segments:
                 self.con.execute(
-                    "INSERT INTO main._loads VALUES (?, ?, ?, ?)", [segment_id, events, total, now]
+                    "INSERT INTO main._loads VALUES (?, ?, ?)", [segment_id, events, now]
                 )
             self.con.execute("COMMIT")
         except BaseException:

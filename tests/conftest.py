@@ -18,8 +18,9 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from api import admin
 from api.app import create_app
-from loader.pipeline import Pipeline
+from loader.gateway import Gateway
 from loader.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,22 +41,31 @@ def settings(tmp_path: Path) -> Settings:
         database=tmp_path / "warehouse.duckdb",
         spool_dir=tmp_path / "spool",
         segment_max_age=3600.0,  # segments stay open (visible to spooled()) until flush/stop
+        loader_in_thread=True,  # the same loader code, without a process start per test
     )
+
+
+def app_client(settings: Settings, peer: str = "203.0.113.7") -> TestClient:
+    """The app with its lifespan (gateway, loader and admin endpoint), in process."""
+    gateway = Gateway(settings, admin=admin.start_in_thread)
+    return TestClient(create_app(gateway), client=(peer, 5000))
 
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    """The app with its lifespan (pipeline started), over Starlette's in-process transport."""
-    pipeline = Pipeline(settings)
-    with TestClient(create_app(pipeline), client=("203.0.113.7", 5000)) as test_client:
+    with app_client(settings) as test_client:
         yield test_client
+
+
+def default_key(client: TestClient) -> str:
+    gateway: Gateway = client.app.state.gateway  # type: ignore[attr-defined]
+    assert gateway.created_default is not None
+    return gateway.created_default.write_key
 
 
 @pytest.fixture
 def write_key(client: TestClient) -> str:
-    pipeline: Pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
-    assert pipeline.created_default is not None
-    return pipeline.created_default.write_key
+    return default_key(client)
 
 
 def spooled(settings: Settings) -> list[dict[str, Any]]:
@@ -122,6 +132,11 @@ class Server:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=30)
+        self._close()
+
+    def _close(self) -> None:
+        if self.process is not None and self.process.stdout is not None:
+            self.process.stdout.close()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -131,6 +146,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._close()
 
 
 @pytest.fixture

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
+from hypothesis import given, strategies as st
 
+from loader import flatten
 from loader.flatten import MAX_COLUMNS, MergeRule, Row, TooManyColumns, Transformed, transform
 from loader.naming import transform_name
-from loader.schema import ArrayText
+from loader.schema import ArrayText, valid_timestamp
 from loader.types import ColumnType, Event
 
 RECEIVED = "2024-05-14T09:21:33.512Z"
@@ -73,7 +76,7 @@ def only_row(event: Event) -> Row:
 def event_row(event: Event) -> Row:
     """The event table row of a track (the second row)."""
     rows = transform(event).rows
-    assert [r.table for r in rows][0] == "tracks"
+    assert [r.table for r in rows][:1] == ["tracks"]
     assert len(rows) == 2
     return rows[1]
 
@@ -251,7 +254,7 @@ def test_group_golden() -> None:
 
 
 def test_alias_golden() -> None:
-    """§1.2 alias: traits, context_*, rules, previous_id; rule (user_id, userId, user_id, previousId)."""
+    """§1.2 alias: traits, context_*, rules, previous_id; §5.1 rule (userId, previousId)."""
     event = envelope("alias", previousId="old-1", traits={"note": "merged", "previous_id": "x"})
     expected: Columns = {
         "note": ("merged", "string"),
@@ -267,7 +270,10 @@ def test_merge_golden() -> None:
     """§1.2 merge: no rows, only the rule; a numeric value is stringified as JSON text."""
     event = envelope(
         "merge",
-        mergeProperties=[{"type": "email", "value": "a@x.com"}, {"type": "phone", "value": 5551234}],
+        mergeProperties=[
+            {"type": "email", "value": "a@x.com"},
+            {"type": "phone", "value": 5551234},
+        ],
     )
     assert transform(event) == Transformed([], MergeRule("email", "a@x.com", "phone", "5551234"))
 
@@ -295,7 +301,9 @@ def test_track_event_column_and_table(name: str, event_column: str, table: str) 
     assert rows[0].data["event_text"] == name
 
 
-@pytest.mark.parametrize("name", ["$$$", "", "  ", "€€"], ids=["dollars", "empty", "spaces", "euro"])
+@pytest.mark.parametrize(
+    "name", ["$$$", "", "  ", "€€"], ids=["dollars", "empty", "spaces", "euro"]
+)
 def test_track_without_event_table(name: str) -> None:
     """§1.2: an event name that converts to nothing gives the tracks row only, no merge rule."""
     result = transform(envelope("track", event=name, properties={"a": 1}))
@@ -384,7 +392,9 @@ def test_context_traits_string_like_object_becomes_one_column() -> None:
     ("traits", "expected"),
     [
         pytest.param({"1": "a", "2": "b"}, {"context_traits": "ab"}, id="from-one"),
-        pytest.param({"0": "f", "2": "o"}, {"context_traits_0": "f", "context_traits_2": "o"}, id="gap"),
+        pytest.param(
+            {"0": "f", "2": "o"}, {"context_traits_0": "f", "context_traits_2": "o"}, id="gap"
+        ),
         pytest.param({"0": "fo"}, {"context_traits_0": "fo"}, id="two-chars"),
         pytest.param({"0": "\U0001f600"}, {"context_traits_0": "\U0001f600"}, id="two-utf16-units"),
         pytest.param({"00": "a"}, {"context_traits_00": "a"}, id="not-canonical"),
@@ -433,7 +443,7 @@ def test_deep_nesting_joins_raw_keys_before_converting() -> None:
     ],
 )
 def test_context_ip_rules(ip: Any, expected: tuple[str | None, str | None]) -> None:
-    """§1.1: context_ip = first non-blank of context.ip, request_ip; context_passed_ip = context.ip."""
+    """§1.1: context_ip = first non-blank of context.ip and request_ip; passed_ip = context.ip."""
     context: dict[str, Any] = {} if ip is None else {"ip": ip}
     data = only_row(envelope("page", context=context)).data
     assert (data.get("context_ip"), data.get("context_passed_ip")) == expected
@@ -450,7 +460,10 @@ def test_context_ip_rules(ip: Any, expected: tuple[str | None, str | None]) -> N
         pytest.param("anonymousId", {"a": 1}, "anonymous_id", None, id="object-removed"),
         pytest.param("channel", True, "channel", (True, "boolean"), id="boolean-channel"),
         pytest.param(
-            "sentAt", "2024-05-14T10:21:33.1+01:00", "sent_at", ("2024-05-14T09:21:33.100Z", "datetime"),
+            "sentAt",
+            "2024-05-14T10:21:33.1+01:00",
+            "sent_at",
+            ("2024-05-14T09:21:33.100Z", "datetime"),
             id="time-normalized",
         ),
         pytest.param("sentAt", "soon", "sent_at", ("soon", "string"), id="time-not-a-timestamp"),
@@ -470,13 +483,29 @@ def test_default_rule_values(
 
 
 def test_default_rules_beat_user_keys_through_reserved_names() -> None:
-    """§2.1 reserved columns: properties can never set a rule column, even when its rule is blank."""
+    """§2.1 reserved columns: properties never set a rule column, even when its rule is blank."""
     event = envelope(
         "page", anonymousId="", properties={"anonymous_id": "from-props", "context_ip": "9.9.9.9"}
     )
     data = only_row(event).data
     assert "anonymous_id" not in data
     assert data["context_ip"] == REQUEST_IP
+
+
+def test_invalid_received_at_falls_back_to_now() -> None:
+    """§1.1 received_at: T replaces a blank or invalid receivedAt (enrich never sends one)."""
+    data = only_row(envelope("identify", receivedAt="yesterday"))
+    assert data.types["received_at"] == "datetime"
+    assert valid_timestamp(data.data["received_at"]) == data.data["received_at"]
+
+
+def test_transform_leaves_the_event_alone() -> None:
+    """Pure: the spooled event is not mutated (T itself rewrites messageId and receivedAt)."""
+    event = envelope("track", event="E", messageId="", properties={"a": {"b": [1]}})
+    before = copy.deepcopy(event)
+    data = transform(event).rows[0].data
+    assert str(data["id"]).startswith("auto-")
+    assert event == before
 
 
 # ---- merge rules (§5.1) ----
@@ -488,7 +517,10 @@ def test_default_rules_beat_user_keys_through_reserved_names() -> None:
         pytest.param(
             envelope(
                 "merge",
-                mergeProperties=[{"type": "email", "value": "a@x"}, {"type": "user_id", "value": 9}],
+                mergeProperties=[
+                    {"type": "email", "value": "a@x"},
+                    {"type": "user_id", "value": 9},
+                ],
             ),
             MergeRule("email", "a@x", "user_id", "9"),
             id="merge",
@@ -610,3 +642,69 @@ def test_unknown_type_is_refused() -> None:
     """§1.2 "Unknown event type"; spec.validate never lets one through."""
     with pytest.raises(ValueError, match="Unknown event type"):
         transform(envelope("extract"))
+
+
+# ---- robustness and caches ----
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | st.sampled_from(["2020-02-31", "2020-01-01 10:20+05", "0005-03-04 10:00", "$$$", "1"]),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children)
+    ),
+    max_leaves=25,
+)
+PYTHON_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (float,),
+    "boolean": (bool,),
+    "datetime": (str,),
+    "string": (str,),
+    "json": (str,),
+}
+
+
+@given(
+    properties=st.dictionaries(st.text(max_size=8), JSON, max_size=8),
+    context=st.dictionaries(st.text(max_size=8), JSON, max_size=6),
+    call=st.sampled_from(["track", "identify", "page", "screen", "group", "alias"]),
+)
+def test_any_json_gives_well_formed_rows(
+    properties: dict[str, Any], context: dict[str, Any], call: str
+) -> None:
+    """Whatever the client nests, every column is a valid name with a type matching its value."""
+    event = envelope(
+        call,
+        event="E",
+        groupId="g",
+        previousId="p",
+        properties=properties,
+        traits=properties,
+        userProperties=properties,
+        context=context,
+    )
+    for result in transform(event).rows:
+        assert result.data.keys() == result.types.keys()
+        for column, value in result.data.items():
+            assert column
+            assert len(column) <= 64
+            assert column == column.lower()
+            kind = result.types[column]
+            assert isinstance(value, PYTHON_TYPES[kind])
+            assert kind != "int" or (type(value) is int and -(2**63) <= value < 2**63)
+            assert kind != "datetime" or (len(str(value)) == 24 and str(value).endswith("Z"))
+
+
+def test_column_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random keys cannot grow the name cache without bound; results do not change."""
+    monkeypatch.setattr(flatten, "_CACHE_LIMIT", 10)
+    properties = {f"key{i}": {f"nested{i}": i} for i in range(30)}
+    expected = {f"key{i}_nested{i}": i for i in range(30)}
+    for _ in range(2):
+        data = event_row(envelope("track", event="E", properties=properties)).data
+        assert {c: data[c] for c in expected} == expected
+        assert sum(len(columns) for columns in flatten._COLUMNS["track"].values()) <= 10

@@ -10,8 +10,9 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from api import admin
 from loader.settings import MAX_EVENT_BYTES, MAX_REQUEST_BYTES, Settings
-from tests.conftest import basic, load_case, spooled
+from tests.conftest import app_client, basic, default_key, load_case, spooled
 
 TRACK = {"userId": "u1", "event": "Signed Up", "properties": {"plan": "pro"}}
 
@@ -163,14 +164,14 @@ def test_batch_is_all_or_nothing_and_names_the_index(
 
 
 def test_disabled_source_key_is_rejected_like_an_unknown_one(
-    client: TestClient, write_key: str
+    client: TestClient, write_key: str, settings: Settings
 ) -> None:
-    pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
-    pipeline.command("sources.disable", {"name": "default"})
+    """Through the real admin channel, as `loader sources disable` does while serving."""
+    admin.call(settings, "sources.disable", {"name": "default"})
     response = client.post("/v1/track", json=TRACK, headers=_auth(write_key))
     assert response.status_code == 400
     assert response.text.startswith("Invalid Authorization Header")
-    pipeline.command("sources.enable", {"name": "default"})
+    admin.call(settings, "sources.enable", {"name": "default"})
     assert client.post("/v1/track", json=TRACK, headers=_auth(write_key)).status_code == 200
 
 
@@ -266,14 +267,9 @@ def test_forwarded_for_is_believed_only_from_a_trusted_proxy(
 
 
 def test_forwarded_for_from_trusted_proxy(settings: Settings) -> None:
-    from api.app import create_app
-    from loader.pipeline import Pipeline
-
-    pipeline = Pipeline(settings)
-    with TestClient(create_app(pipeline), client=("127.0.0.1", 5000)) as trusted:
-        assert pipeline.created_default is not None
+    with app_client(settings, peer="127.0.0.1") as trusted:
         headers = {
-            **_auth(pipeline.created_default.write_key),
+            **_auth(default_key(trusted)),
             "X-Forwarded-For": "198.51.100.1, 10.0.0.1",
         }
         trusted.post("/v1/track", json=TRACK, headers=headers)
@@ -391,18 +387,14 @@ def test_health_and_version(client: TestClient) -> None:
 
 
 def test_backlog_over_its_bound_answers_503_with_retry_after(tmp_path: Any) -> None:
-    from api.app import create_app
-    from loader.pipeline import Pipeline
-
     settings = Settings(
-        database=tmp_path / "w.duckdb", spool_dir=tmp_path / "spool", backlog_max_bytes=-1
+        database=tmp_path / "w.duckdb",
+        spool_dir=tmp_path / "spool",
+        backlog_max_bytes=-1,
+        loader_in_thread=True,
     )
-    pipeline = Pipeline(settings)
-    with TestClient(create_app(pipeline)) as limited:
-        assert pipeline.created_default is not None
-        response = limited.post(
-            "/v1/track", json=TRACK, headers=_auth(pipeline.created_default.write_key)
-        )
+    with app_client(settings) as limited:
+        response = limited.post("/v1/track", json=TRACK, headers=_auth(default_key(limited)))
     assert response.status_code == 503
     assert int(response.headers["retry-after"]) > 0
     assert spooled(settings) == []

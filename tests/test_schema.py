@@ -110,6 +110,11 @@ def test_valid_timestamp_matches_v8(text: str, expected: str | None) -> None:
         pytest.param(
             ["é", {"k": [True]}], ("string", ArrayText('["é",{"k":[true]}]')), id="array-nested"
         ),
+        pytest.param(
+            [{"b": 1, "a": [{"d": 0, "c": 1}]}],
+            ("string", ArrayText('[{"a":[{"c":1,"d":0}],"b":1}]')),
+            id="array-keys-sorted-like-go",
+        ),
         pytest.param(None, None, id="null"),
     ],
 )

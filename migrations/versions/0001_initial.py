@@ -33,7 +33,6 @@ def upgrade() -> None:
         CREATE TABLE _loads (
             segment_id VARCHAR PRIMARY KEY,
             events BIGINT NOT NULL,
-            rows_loaded BIGINT NOT NULL,
             loaded_at TIMESTAMPTZ NOT NULL
         )
         """
