@@ -215,6 +215,82 @@ _named(
 )
 
 
+@main.group()
+def identity() -> None:
+    """The identity graph: which identifiers are one person (rudder_id), and why."""
+
+
+_SOURCE = click.option(
+    "--source", default="default", show_default=True, help="Source whose namespace to look in."
+)
+_FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+
+
+@identity.command("show")
+@click.argument("identifier")
+@_SOURCE
+@_FORMAT
+@settings_options("database", "spool_dir")
+def identity_show(identifier: str, source: str, fmt: str, **flags: Any) -> None:
+    """Show the person IDENTIFIER belongs to: every id, first/last seen, events, traits.
+
+    IDENTIFIER is any value as sent (user id, anonymous id, an email from a merge call) or
+    `type:value`, e.g. `email:alex@example.com`.
+    """
+    result = _guard(
+        lambda: run_command(
+            _settings(**flags), "identity.show", {"identifier": identifier, "source": source}
+        )
+    )
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    for person in result:
+        click.echo(f"rudder_id:      {person.pop('rudder_id')}")
+        for key in ("user_ids", "anonymous_ids", "other_ids"):
+            click.echo(f"{key + ':':<15} {', '.join(person.pop(key, [])) or '-'}")
+        for key in ("first_seen", "last_seen", "event_count"):
+            click.echo(f"{key + ':':<15} {person.pop(key, '-')}")
+        for key, value in person.items():
+            click.echo(f"  {key}: {value}")
+
+
+@identity.command("explain")
+@click.argument("a")
+@click.argument("b")
+@_SOURCE
+@_FORMAT
+@settings_options("database", "spool_dir")
+def identity_explain(a: str, b: str, source: str, fmt: str, **flags: Any) -> None:
+    """The shortest chain of events linking identifiers A and B, or why they are not linked."""
+    result = _guard(
+        lambda: run_command(
+            _settings(**flags), "identity.explain", {"a": a, "b": b, "source": source}
+        )
+    )
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    if not result["linked"] or not result["chain"]:
+        click.echo(result.get("message", f"{a} and {b} are the same identifier."))
+        return
+    click.echo(f"{a} and {b} are one person (rudder_id {result['rudder_id']}):")
+    for step in result["chain"]:
+        click.echo(
+            f"  {step['from']} -- {step['to']}   by {step['call_type']} "
+            f"{step['message_id']} ({step['source']}, {step['received_at']})"
+        )
+
+
+@identity.command("rebuild")
+@_SOURCE
+@settings_options("database", "spool_dir")
+def identity_rebuild(source: str, **flags: Any) -> None:
+    """Recompute every identity mapping from the stored merge rules (new rudder_ids)."""
+    result = _guard(lambda: run_command(_settings(**flags), "identity.rebuild", {"source": source}))
+    click.echo(f"Rebuilt {result['identifiers']} identifiers in namespace {result['namespace']}.")
+
+
 T = TypeVar("T")
 
 

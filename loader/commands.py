@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from loader import sources, warehouse
+from loader import identity_commands, sources, warehouse
 from loader.errors import LoaderError
 from loader.naming import quote
 
@@ -133,5 +133,8 @@ COMMANDS: dict[str, Callable[[Pipeline, dict[str, Any]], Any]] = {
     "sources.disable": _set_enabled(False),
     "sources.rotate-key": sources_rotate_key,
     "status": status,
+    "identity.show": identity_commands.show,
+    "identity.explain": identity_commands.explain,
+    "identity.rebuild": identity_commands.rebuild,
     "flush": flush,
 }

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
 import orjson
@@ -59,8 +60,8 @@ class Batch(NamedTuple):
 
     tables: list[TableLoad]
     discards: dict[str, list[Discard]]
-    merge_rules: dict[str, list[tuple[MergeRule, Row | None, dict[str, Any]]]]
-    """Per namespace: each rule with the event's envelope (messageId, type, source, receivedAt)."""
+    merge_rules: dict[str, list[tuple[MergeRule, dict[str, Any]]]]
+    """Per namespace: each rule with its event's messageId, type, source and receivedAt."""
     keys: list[int]
     """Dedup keys of the events loaded (hash of source and messageId)."""
     events: int
@@ -120,7 +121,7 @@ def build(
     # 2. Rows per (namespace, table), in arrival order.
     rows_by_table: dict[TableKey, list[Row]] = defaultdict(list)
     discards: dict[str, list[Discard]] = defaultdict(list)
-    merge_rules: dict[str, list[tuple[MergeRule, Row | None, dict[str, Any]]]] = defaultdict(list)
+    merge_rules: dict[str, list[tuple[MergeRule, dict[str, Any]]]] = defaultdict(list)
     for _, (source, event) in fresh:
         namespace = namespaces.get(source, source)
         try:
@@ -146,8 +147,8 @@ def build(
                 "call_type": event.get("type"),
                 "received_at": event.get("receivedAt"),
             }
-            main = transformed.rows[0] if transformed.rows else None
-            merge_rules[namespace].append((transformed.merge_rule, main, envelope))
+            rule = _constrain(transformed.merge_rule, discards[namespace])
+            merge_rules[namespace].append((rule, envelope))
 
     # 3. Schema per table, then coercion; users follow identifies.
     existing: dict[str, dict[str, dict[str, ColumnType]]] = {}
@@ -220,10 +221,29 @@ def _discard(discards: list[Discard], table: str, row: Row, column: str, reason:
     )
 
 
-def parse_received_at(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+MAX_MERGE_PROPERTY_BYTES = 512
+"""Type + value of one merge property, in UTF-8 bytes (§3.4, warehouse constraints)."""
+
+
+def _constrain(rule: MergeRule, discards: list[Discard]) -> MergeRule:
+    """A merge property over the limit is replaced by `rudder-discards-<uuid>`, and discarded."""
+    for index in (1, 2):
+        kind, value = getattr(rule, f"type{index}"), getattr(rule, f"value{index}")
+        if kind is None or value is None:
+            continue
+        if len(kind.encode()) + len(value.encode()) <= MAX_MERGE_PROPERTY_BYTES:
+            continue
+        replacement = f"rudder-discards-{uuid.uuid4()}"
+        discards.append(
+            Discard(
+                "rudder_identity_merge_rules",
+                replacement,
+                f"merge_property_{index}_value",
+                value,
+                datetime.now(UTC).isoformat(),
+                f"merge property {kind!r} is longer than {MAX_MERGE_PROPERTY_BYTES} bytes "
+                "(type and value together)",
+            )
+        )
+        rule = rule._replace(**{f"value{index}": replacement})
+    return rule

@@ -48,6 +48,10 @@ SYSTEM_TABLES: frozenset[str] = frozenset(
         "_message_ids",
         "alembic_version",
         "sources",
+        "tracks_with_rudder_id",
+        "pages_with_rudder_id",
+        "screens_with_rudder_id",
+        "identifies_with_rudder_id",
     }
 )
 

@@ -77,6 +77,12 @@ class Pipeline:
         with self._command_lock:
             return run(self, args)
 
+    def rebuild_identity(self, namespace: str) -> int:
+        """Recompute a namespace's identity mappings from its stored rules (§5.2)."""
+        assert self._writer is not None, "Pipeline.open() must run first"
+        with self._load_lock:
+            return self._writer.rebuild_identity(namespace)
+
     # -- loading ---------------------------------------------------------------------------
 
     def drain(self) -> int:

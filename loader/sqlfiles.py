@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from pathlib import Path
 
 from loader.naming import quote
@@ -16,11 +17,15 @@ def text(name: str) -> str:
     return (SQL_DIR / name).read_text(encoding="utf-8")
 
 
-def statements(name: str, **identifiers: str) -> list[str]:
+def statements(
+    name: str, fragments: Mapping[str, str] | None = None, **identifiers: str
+) -> list[str]:
     """The `;`-separated statements of `sql/<name>`, with `{key}` identifiers quoted in.
 
-    Only identifiers are formatted in (always through naming.quote); values are `?` parameters.
+    Identifiers always go through naming.quote; `fragments` are SQL the caller generated from
+    identifiers the same way (never from values: values are `?` parameters).
     """
     body = "\n".join(line for line in text(name).splitlines() if not line.lstrip().startswith("--"))
-    quoted = {key: quote(value) for key, value in identifiers.items()}
-    return [part.strip().format(**quoted) for part in body.split(";") if part.strip()]
+    filled = {key: quote(value) for key, value in identifiers.items()}
+    filled.update(fragments or {})
+    return [part.strip().format(**filled) for part in body.split(";") if part.strip()]

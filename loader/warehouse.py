@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import duckdb
 import pyarrow as pa
 
+from loader import identity, views
 from loader.errors import TerminalError, TransientError
 from loader.flatten import MergeRule
 from loader.microbatch import Batch, TableLoad
@@ -118,6 +119,8 @@ class LoadResult(NamedTuple):
     """Rows inserted per `namespace.table`."""
     discards: int
     new_columns: int
+    merges: int
+    """Stored identity components absorbed into others by this load."""
 
 
 class DuckDBWriter:
@@ -160,16 +163,25 @@ class DuckDBWriter:
         new_columns = 0
         self.con.execute("BEGIN TRANSACTION")
         try:
+            changed: set[str] = set()
             for load in batch.tables:
-                new_columns += self._evolve(load)
+                added = self._evolve(load)
+                if added:
+                    changed.add(load.namespace)
+                new_columns += added
                 self._insert(load.namespace, load.table, load.columns, load.rows, now)
                 rows[f"{load.namespace}.{load.table}"] = len(load.rows)
             for load in batch.tables:
                 if load.table == "identifies":
                     self._upsert_users(load, now)
             discards = self._insert_discards(batch, now)
-            for namespace, rules in batch.merge_rules.items():
-                self._insert_merge_rules(namespace, [rule for rule, _, _ in rules])
+            for namespace in sorted(changed):  # views follow their tables' columns
+                for statement in views.install(namespace, self.tables(namespace)):
+                    self.con.execute(statement)
+            merges = sum(
+                self._apply_identity(namespace, rules, now)
+                for namespace, rules in batch.merge_rules.items()
+            )
             if batch.keys:
                 self.con.register("_batch_keys", _keys_table(batch.keys))
                 self.con.execute(
@@ -187,7 +199,7 @@ class DuckDBWriter:
             with contextlib.suppress(duckdb.Error):
                 self.con.execute("ROLLBACK")
             raise
-        return LoadResult(batch.events, batch.duplicates, rows, discards, new_columns)
+        return LoadResult(batch.events, batch.duplicates, rows, discards, new_columns, merges)
 
     def loaded(self, segment_id: str) -> bool:
         return (
@@ -312,33 +324,145 @@ class DuckDBWriter:
             count += len(discards)
         return count
 
-    def _insert_merge_rules(self, namespace: str, rules: list[MergeRule]) -> None:
-        """New rules only: a rule already stored is not repeated (issue: identity)."""
-        if not rules:
-            return
-        table = pa.table(
-            {
-                "merge_property_1_type": pa.array([r.type1 for r in rules], pa.string()),
-                "merge_property_1_value": pa.array([r.value1 for r in rules], pa.string()),
-                "merge_property_2_type": pa.array([r.type2 for r in rules], pa.string()),
-                "merge_property_2_value": pa.array([r.value2 for r in rules], pa.string()),
-            }
-        )
-        self.con.register("_batch_rules", table)
-        self.con.execute(
-            f"""
-            INSERT INTO {quote(namespace)}.rudder_identity_merge_rules
-            SELECT DISTINCT * FROM _batch_rules b
-            WHERE NOT EXISTS (
-                SELECT 1 FROM {quote(namespace)}.rudder_identity_merge_rules r
-                WHERE r.merge_property_1_type IS NOT DISTINCT FROM b.merge_property_1_type
-                  AND r.merge_property_1_value IS NOT DISTINCT FROM b.merge_property_1_value
-                  AND r.merge_property_2_type IS NOT DISTINCT FROM b.merge_property_2_type
-                  AND r.merge_property_2_value IS NOT DISTINCT FROM b.merge_property_2_value
+    def _apply_identity(
+        self,
+        namespace: str,
+        rules: list[tuple[MergeRule, dict[str, Any]]],
+        now: datetime,
+    ) -> int:
+        """§5: store the batch's new rules, their edges, and the mappings they change.
+
+        Returns how many stored components were absorbed by merges.
+        """
+        ns = quote(namespace)
+        first: dict[MergeRule, dict[str, Any]] = {}
+        for rule, envelope in rules:
+            first.setdefault(rule, envelope)
+        candidates = list(first)
+        self.con.register("_batch_rules", _rules_table(candidates))
+        try:
+            fresh = self.con.execute(
+                f"""
+                SELECT idx FROM _batch_rules b WHERE NOT EXISTS (
+                    SELECT 1 FROM {ns}.rudder_identity_merge_rules r
+                    WHERE r.merge_property_1_type IS NOT DISTINCT FROM b.merge_property_1_type
+                      AND r.merge_property_1_value IS NOT DISTINCT FROM b.merge_property_1_value
+                      AND r.merge_property_2_type IS NOT DISTINCT FROM b.merge_property_2_type
+                      AND r.merge_property_2_value IS NOT DISTINCT FROM b.merge_property_2_value
+                ) ORDER BY idx
+                """
+            ).fetchall()
+        finally:
+            self.con.unregister("_batch_rules")
+        new_rules = [candidates[idx] for (idx,) in fresh]
+        if not new_rules:
+            return 0
+        self._append(namespace, "rudder_identity_merge_rules", _rules_table(new_rules, idx=False))
+        edges = [rule for rule in new_rules if len(identity.nodes(rule)) == 2]
+        if edges:
+            self._append(
+                namespace,
+                "user_graph",
+                pa.table(
+                    {
+                        "identifier_1_type": [r.type1 for r in edges],
+                        "identifier_1_value": [r.value1 for r in edges],
+                        "identifier_2_type": [r.type2 for r in edges],
+                        "identifier_2_value": [r.value2 for r in edges],
+                        "message_id": [first[r]["message_id"] for r in edges],
+                        "call_type": [first[r]["call_type"] for r in edges],
+                        "source": [first[r]["source"] for r in edges],
+                        "received_at": pa.array(
+                            [first[r]["received_at"] for r in edges], pa.string()
+                        ).cast(_TIMESTAMP),
+                    }
+                ),
             )
-            """
+        touched = sorted({node for rule in new_rules for node in identity.nodes(rule)})
+        self.con.register(
+            "_batch_nodes", pa.table({"t": [n[0] for n in touched], "v": [n[1] for n in touched]})
         )
-        self.con.unregister("_batch_rules")
+        try:
+            known = {
+                (kind, value): label
+                for kind, value, label in self.con.execute(
+                    f"SELECT m.merge_property_type, m.merge_property_value, m.rudder_id "
+                    f"FROM {ns}.rudder_identity_mappings m JOIN _batch_nodes b "
+                    "ON m.merge_property_type = b.t AND m.merge_property_value = b.v"
+                ).fetchall()
+            }
+        finally:
+            self.con.unregister("_batch_nodes")
+        resolution = identity.resolve(new_rules, known)
+        self._store_resolution(namespace, resolution, now)
+        return len(resolution.relabel)
+
+    def _store_resolution(
+        self, namespace: str, resolution: identity.Resolution, now: datetime
+    ) -> None:
+        ns = quote(namespace)
+        if resolution.relabel:
+            self.con.register(
+                "_relabel",
+                pa.table(
+                    {"old": list(resolution.relabel), "new": list(resolution.relabel.values())}
+                ),
+            )
+            self.con.execute(
+                f"UPDATE {ns}.rudder_identity_mappings AS m SET rudder_id = r.new, "
+                "updated_at = ? FROM _relabel r WHERE m.rudder_id = r.old",
+                [now],
+            )
+            self.con.unregister("_relabel")
+        if resolution.labels:
+            nodes = list(resolution.labels)
+            self._append(
+                namespace,
+                "rudder_identity_mappings",
+                pa.table(
+                    {
+                        "merge_property_type": [n[0] for n in nodes],
+                        "merge_property_value": [n[1] for n in nodes],
+                        "rudder_id": [resolution.labels[n] for n in nodes],
+                        "updated_at": pa.array([now] * len(nodes), _TIMESTAMP),
+                    }
+                ),
+            )
+
+    def rebuild_identity(self, namespace: str) -> int:
+        """§5.2 backfill: recompute every mapping from the stored rules; returns the node count.
+
+        Labels are new, the partition is the one the incremental path keeps.
+        """
+        ns = quote(namespace)
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            rules = [
+                MergeRule(*row)
+                for row in self.con.execute(
+                    f"SELECT merge_property_1_type, merge_property_1_value, merge_property_2_type, "
+                    f"merge_property_2_value FROM {ns}.rudder_identity_merge_rules"
+                ).fetchall()
+            ]
+            self.con.execute(f"DELETE FROM {ns}.rudder_identity_mappings")
+            resolution = identity.resolve(rules, {})
+            self._store_resolution(namespace, resolution, datetime.now(UTC))
+            self.con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                self.con.execute("ROLLBACK")
+            raise
+        return len(resolution.labels)
+
+    def _append(self, namespace: str, table: str, rows: pa.Table) -> None:
+        """INSERT BY NAME of an Arrow table into a namespace's table."""
+        self.con.register("_batch_append", rows)
+        try:
+            self.con.execute(
+                f"INSERT INTO {quote(namespace)}.{quote(table)} BY NAME SELECT * FROM _batch_append"
+            )
+        finally:
+            self.con.unregister("_batch_append")
 
 
 def classify(exc: duckdb.Error) -> type[TransientError] | type[TerminalError]:
@@ -364,6 +488,18 @@ def _arrow_table(
         arrays[column] = array.cast(_TIMESTAMP) if kind == "datetime" else array
     arrays["uuid_ts"] = pa.array([now] * len(rows), _TIMESTAMP)
     return pa.table(arrays)
+
+
+def _rules_table(rules: Sequence[MergeRule], idx: bool = True) -> pa.Table:
+    columns: dict[str, Any] = {
+        "merge_property_1_type": pa.array([r.type1 for r in rules], pa.string()),
+        "merge_property_1_value": pa.array([r.value1 for r in rules], pa.string()),
+        "merge_property_2_type": pa.array([r.type2 for r in rules], pa.string()),
+        "merge_property_2_value": pa.array([r.value2 for r in rules], pa.string()),
+    }
+    if idx:
+        columns["idx"] = pa.array(range(len(rules)), pa.int64())
+    return pa.table(columns)
 
 
 def _keys_table(keys: Sequence[int]) -> pa.Table:

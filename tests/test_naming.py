@@ -228,6 +228,10 @@ def test_system_tables_are_the_design_list() -> None:
         "_message_ids",
         "alembic_version",
         "sources",
+        "tracks_with_rudder_id",
+        "pages_with_rudder_id",
+        "screens_with_rudder_id",
+        "identifies_with_rudder_id",
     } == SYSTEM_TABLES
 
 

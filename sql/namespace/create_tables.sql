@@ -26,3 +26,16 @@ CREATE TABLE IF NOT EXISTS {namespace}.rudder_identity_mappings (
     rudder_id VARCHAR,
     updated_at TIMESTAMPTZ
 );
+
+-- One row per edge of the identity graph, with the event that first produced it (issue:
+-- identity). Rules with a single identifier are nodes, not edges, and are not here.
+CREATE TABLE IF NOT EXISTS {namespace}.user_graph (
+    identifier_1_type VARCHAR,
+    identifier_1_value VARCHAR,
+    identifier_2_type VARCHAR,
+    identifier_2_value VARCHAR,
+    message_id VARCHAR,
+    call_type VARCHAR,
+    source VARCHAR,
+    received_at TIMESTAMPTZ
+);
