@@ -16,16 +16,15 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from loader.errors import AdminUnavailable, LoaderError
@@ -43,6 +42,10 @@ def admin_file(settings: Settings) -> Path:
 
 
 def create_admin_app(pipeline: Pipeline, token: str) -> Starlette:
+    """POST /admin/{command} with JSON arguments; the answer streams NDJSON lines:
+    `{"progress": {...}}` while the command runs, then one `{"result": ...}` or
+    `{"error": "...", "kind": "..."}`."""
+
     async def run(request: Request) -> Response:
         given = request.headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
@@ -50,12 +53,37 @@ def create_admin_app(pipeline: Pipeline, token: str) -> Starlette:
         name = request.path_params["command"]
         try:
             args = json.loads(await request.body() or b"{}")
-            result = await run_in_threadpool(pipeline.command, name, args)
-        except LoaderError as exc:
-            return JSONResponse({"error": str(exc), "kind": type(exc).__name__}, status_code=400)
-        return JSONResponse({"result": result})
+        except ValueError:
+            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+        return StreamingResponse(_stream(pipeline, name, args), media_type="application/x-ndjson")
 
     return Starlette(routes=[Route("/admin/{command}", run, methods=["POST"])])
+
+
+async def _stream(pipeline: Pipeline, name: str, args: dict[str, Any]) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    def progress(state: dict[str, Any]) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, {"progress": state})
+
+    def work() -> None:
+        try:
+            final: dict[str, Any] = {"result": pipeline.command(name, args, progress)}
+        except LoaderError as exc:
+            final = {"error": str(exc), "kind": type(exc).__name__}
+        except Exception as exc:
+            logger.exception("Admin command %s failed", name)
+            final = {"error": f"{type(exc).__name__}: {exc}", "kind": "InternalError"}
+        loop.call_soon_threadsafe(queue.put_nowait, final)
+
+    worker = threading.Thread(target=work, name=f"admin-{name}", daemon=True)
+    worker.start()
+    while True:
+        message = await queue.get()
+        yield json.dumps(message, default=str).encode() + b"\n"
+        if "progress" not in message:
+            return
 
 
 class _QuietServer(uvicorn.Server):
@@ -95,7 +123,12 @@ def start_in_thread(pipeline: Pipeline) -> Callable[[], None]:
     return stop
 
 
-def call(settings: Settings, command: str, args: dict[str, Any], timeout: float = 60.0) -> Any:
+def call(
+    settings: Settings,
+    command: str,
+    args: dict[str, Any],
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> Any:
     """Run `command` on the server that holds the warehouse; NOT_RUNNING if there is none."""
     path = admin_file(settings)
     try:
@@ -106,24 +139,35 @@ def call(settings: Settings, command: str, args: dict[str, Any], timeout: float 
         raise AdminUnavailable(f"Cannot read the admin file {path}: {exc}.") from exc
     if not _alive(int(info.get("pid", 0))):
         return NOT_RUNNING  # a server that died without cleaning up
+    headers = {"Authorization": f"Bearer {info['token']}"}
     try:
-        response = httpx.post(
+        with httpx.stream(
+            "POST",
             f"{info['url']}/admin/{command}",
             json=args,
-            headers={"Authorization": f"Bearer {info['token']}"},
-            timeout=timeout,
-        )
+            headers=headers,
+            timeout=httpx.Timeout(30.0, read=None),
+        ) as response:
+            if response.status_code != 200:
+                response.read()
+                raise AdminUnavailable(
+                    f"The server refused `{command}`: {response.json().get('error')}"
+                )
+            for line in response.iter_lines():
+                message = json.loads(line)
+                if "progress" in message:
+                    if progress is not None:
+                        progress(message["progress"])
+                elif "error" in message:
+                    raise LoaderError(message["error"])  # the command's own error
+                else:
+                    return message["result"]
     except httpx.HTTPError as exc:
         raise AdminUnavailable(
             f"A server (pid {info.get('pid')}) holds {settings.database} but its admin endpoint "
             f"{info['url']} did not answer ({exc}). Wait for it to start, or stop it."
         ) from exc
-    body = response.json()
-    if response.status_code == 400:
-        raise LoaderError(body["error"])  # the command's own error, as it would be locally
-    if response.status_code != 200:
-        raise AdminUnavailable(f"The server refused `{command}`: {body.get('error')}")
-    return body["result"]
+    raise AdminUnavailable(f"The server ended `{command}` without an answer; see its log.")
 
 
 def _alive(pid: int) -> bool:

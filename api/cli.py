@@ -8,11 +8,13 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from api import admin
+from loader import importer
 from loader.errors import LoaderError
 from loader.pipeline import Pipeline
 from loader.settings import Settings
@@ -71,15 +73,26 @@ def _configure_logging(level: str) -> None:
     )
 
 
-def run_command(settings: Settings, name: str, args: dict[str, Any]) -> Any:
+def run_command(
+    settings: Settings,
+    name: str,
+    args: dict[str, Any],
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> Any:
     """Through the running server if there is one, else on the warehouse file directly."""
-    result = admin.call(settings, name, args)
+    result = admin.call(settings, name, args, progress)
     if result is not admin.NOT_RUNNING:
         return result
     pipeline = Pipeline(settings)
     try:
-        pipeline.open()
-        return pipeline.command(name, args)
+        pipeline.open(create_default=True)
+        if pipeline.created_default is not None:
+            click.echo(
+                f"Created source `default` (namespace `main`) in {settings.database}; its write "
+                f"key: {pipeline.created_default.write_key}",
+                err=True,
+            )
+        return pipeline.command(name, args, progress)
     finally:
         pipeline.close()
 
@@ -142,7 +155,10 @@ def status(fmt: str, **flags: Any) -> None:
         f"{backlog['bytes']} bytes, oldest {backlog['oldest_age_seconds']} s"
     )
     click.echo(f"failed:    {result['failed_segments']} segments")
-    click.echo(f"loaded:    {result['events_loaded']} events, last at {result['last_load']}")
+    click.echo(
+        f"loaded:    {result['events_loaded']} events from the spool, last at "
+        f"{result['last_load']}; {result['events_imported']} imported from files"
+    )
     click.echo(f"discards:  {result['discards']}")
     for table, count in result["rows"].items():
         click.echo(f"  {table:<40} {count:>12} rows")
@@ -213,6 +229,91 @@ _named("sources.enable", "Accept the source's write key again.")
 _named(
     "sources.rotate-key", "Give the source a new write key; prints it. The old key stops working."
 )
+
+
+@main.command("import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--source",
+    default="default",
+    show_default=True,
+    help="The source (and so the namespace) the events belong to.",
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["abort", "skip"]),
+    default="abort",
+    show_default=True,
+    help="abort: stop at the first bad line (FILE:LINE: reason), keeping only whole "
+    "committed micro-batches. skip: write bad lines to --rejects and go on.",
+)
+@click.option(
+    "--rejects",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="NDJSON file the rejected lines are appended to (file, line, reason). "
+    "[default with --on-error skip: ./import-rejects.ndjson]",
+)
+@settings_options("database", "spool_dir", "load_max_events")
+def import_(
+    paths: tuple[Path, ...], source: str, on_error: str, rejects: Path | None, **flags: Any
+) -> None:
+    """Load historical events from JSON files and folders (recursively).
+
+    Each file may be NDJSON (one event per line, or RudderStack job lines), a JSON array of
+    events, or {"batch": [...]}, optionally gzip-compressed. Events are validated like the
+    HTTP API, keep their own timestamps, and go through the same tables, dedup and identity
+    graph. Re-running an import adds nothing; an interrupted one resumes where it stopped.
+    """
+    settings = _settings(**flags)
+    if on_error == "skip" and rejects is None:
+        rejects = Path("import-rejects.ndjson")
+    args = {
+        "paths": [str(p.resolve()) for p in paths],
+        "source": source,
+        "on_error": on_error,
+        "rejects": str(rejects.resolve()) if rejects else None,
+        "batch_size": settings.load_max_events,
+    }
+    bar = _ProgressBar() if sys.stderr.isatty() else None
+    progress = bar.update if bar is not None else importer.log_progress()
+    if bar is None:
+        _configure_logging(settings.log_level)
+    try:
+        summary = _guard(lambda: run_command(settings, "import", args, progress))
+    finally:
+        if bar is not None:
+            bar.close()
+    rate = summary["events_loaded"] / summary["elapsed"] if summary["elapsed"] else 0.0
+    click.echo(
+        f"Imported {summary['files']} files: {summary['events_loaded']} events loaded, "
+        f"{summary['duplicates']} duplicates skipped, {summary['rejected']} rejected"
+        + (f" (see {rejects})" if summary["rejected"] and rejects else "")
+        + f", {summary['resumed']} resumed, {summary['skipped']} already imported; "
+        f"{len(summary['tables'])} tables in {summary['elapsed']:.1f} s ({rate:,.0f} events/s)."
+    )
+    if summary["tables"]:
+        click.echo("Tables: " + ", ".join(summary["tables"]))
+
+
+class _ProgressBar:
+    """Bytes read, events, rate and ETA on a terminal."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            unit="B", unit_scale=True, unit_divisor=1024, dynamic_ncols=True, desc="import"
+        )
+
+    def update(self, state: dict[str, Any]) -> None:
+        self._bar.total = state["total_bytes"]
+        self._bar.n = state["bytes"]
+        self._bar.set_postfix(events=state["events"], refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        self._bar.close()
 
 
 @main.group()

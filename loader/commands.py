@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from loader import identity_commands, sources, warehouse
+from loader import identity_commands, importer, sources, warehouse
 from loader.errors import LoaderError
-from loader.naming import quote
+from loader.importer import Progress
+from loader.naming import SYSTEM_TABLES, quote
 
 if TYPE_CHECKING:
     from loader.pipeline import Pipeline
@@ -22,7 +24,8 @@ if TYPE_CHECKING:
 
 class UnknownCommand(LoaderError):
     def __init__(self, name: str) -> None:
-        super().__init__(f"Unknown command {name!r}; known: {', '.join(sorted(COMMANDS))}.")
+        known = ", ".join(sorted([*COMMANDS, *STREAMING]))
+        super().__init__(f"Unknown command {name!r}; known: {known}.")
 
 
 def sources_add(pipeline: Pipeline, args: dict[str, Any]) -> dict[str, Any]:
@@ -92,6 +95,11 @@ def status(pipeline: Pipeline, args: dict[str, Any]) -> dict[str, Any]:
         "failed_segments": backlog.failed,
         "last_load": last_load.isoformat() if last_load else None,
         "events_loaded": int(events_loaded),
+        "events_imported": int(
+            (cur.execute("SELECT coalesce(sum(events), 0) FROM main._imports").fetchone() or (0,))[
+                0
+            ]
+        ),
         "discards": _count_discards(cur),
         "rows": _row_counts(cur),
         "sources": [s.public() for s in sources.all_sources(cur)],
@@ -107,7 +115,7 @@ def _row_counts(cur: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return {
         f"{schema}.{table}": int(size)
         for schema, table, size in tables
-        if not table.startswith(("rudder_", "_")) and table not in ("sources", "alembic_version")
+        if table not in SYSTEM_TABLES and not table.startswith("rudder_")
     }
 
 
@@ -125,6 +133,34 @@ def _count_discards(cur: duckdb.DuckDBPyConnection) -> int:
         for ns in namespaces
     )
 
+
+def import_files(pipeline: Pipeline, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """`loader import`: files and folders of JSON events into a source's tables."""
+    source = args.get("source") or sources.DEFAULT_SOURCE
+    if source not in pipeline.sources:
+        known = ", ".join(sorted(pipeline.sources)) or "none"
+        raise LoaderError(
+            f"No source named {source!r} (sources: {known}); create it with "
+            f"`loader sources add {source}`."
+        )
+    rejects = args.get("rejects")
+    summary = importer.run(
+        [Path(p) for p in args["paths"]],
+        source=source,
+        on_error=args.get("on_error", "abort"),
+        rejects=Path(rejects) if rejects else None,
+        batch_size=int(args.get("batch_size") or pipeline.settings.load_max_events),
+        load=pipeline.import_batch,
+        checkpoint_of=pipeline.checkpoint,
+        progress=progress,
+    )
+    return summary._asdict()
+
+
+STREAMING: dict[str, Callable[[Pipeline, dict[str, Any], Progress], Any]] = {
+    "import": import_files,
+}
+"""Commands that report progress while they run (a long import)."""
 
 COMMANDS: dict[str, Callable[[Pipeline, dict[str, Any]], Any]] = {
     "sources.add": sources_add,

@@ -46,6 +46,7 @@ SYSTEM_TABLES: frozenset[str] = frozenset(
         "unified_users",
         "_loads",
         "_message_ids",
+        "_imports",
         "alembic_version",
         "sources",
         "tracks_with_rudder_id",

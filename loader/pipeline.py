@@ -15,7 +15,7 @@ from typing import Any
 
 import duckdb
 
-from loader import commands, microbatch, sources, warehouse
+from loader import commands, importer, microbatch, sources, warehouse
 from loader.errors import TerminalError
 from loader.settings import Settings
 from loader.spool import Spool
@@ -69,13 +69,40 @@ class Pipeline:
         self.sources = {source.name: source for source in found}
         self.on_sources(found)
 
-    def command(self, name: str, args: dict[str, Any]) -> Any:
+    def command(
+        self, name: str, args: dict[str, Any], progress: importer.Progress | None = None
+    ) -> Any:
         """Run one named command (loader/commands.py) on a cursor of the owned connection."""
+        if name in commands.STREAMING:
+            return commands.STREAMING[name](self, args, progress or (lambda state: None))
         run = commands.COMMANDS.get(name)
         if run is None:
             raise commands.UnknownCommand(name)
         with self._command_lock:
             return run(self, args)
+
+    def import_batch(
+        self, events: list[tuple[str, dict[str, Any]]], checkpoint: importer.Checkpoint
+    ) -> warehouse.LoadResult:
+        """Load imported events and move their file's checkpoint, in one transaction.
+
+        Takes the load lock per micro-batch only, so a running server keeps loading its spool
+        between an import's batches.
+        """
+        assert self._writer is not None, "Pipeline.open() must run first"
+        namespaces = {name: source.namespace for name, source in self.sources.items()}
+        with self._load_lock:
+            try:
+                batch = microbatch.build(self._writer, events, namespaces)
+                for namespace in {t.namespace for t in batch.tables} | set(batch.discards):
+                    warehouse.ensure_namespace(self.con, namespace)
+                return self._writer.write(batch, checkpoint=checkpoint)
+            except duckdb.Error as exc:
+                raise warehouse.classify(exc)(f"Importing {checkpoint.path}: {exc}") from exc
+
+    def checkpoint(self, file_hash: str, source: str) -> importer.Checkpoint | None:
+        assert self._writer is not None, "Pipeline.open() must run first"
+        return self._writer.checkpoint(file_hash, source)
 
     def rebuild_identity(self, namespace: str) -> int:
         """Recompute a namespace's identity mappings from its stored rules (§5.2)."""

@@ -19,6 +19,7 @@ import pyarrow as pa
 from loader import identity, views
 from loader.errors import TerminalError, TransientError
 from loader.flatten import MergeRule
+from loader.importer import Checkpoint
 from loader.microbatch import Batch, TableLoad
 from loader.naming import quote
 from loader.sqlfiles import statements
@@ -156,8 +157,14 @@ class DuckDBWriter:
             self.con.unregister("_batch_keys")
         return {(hi << 64) | lo for hi, lo in rows}
 
-    def write(self, batch: Batch, segments: Sequence[tuple[str, int]]) -> LoadResult:
-        """Everything of one micro-batch, and its segments' load markers, in ONE transaction."""
+    def write(
+        self,
+        batch: Batch,
+        segments: Sequence[tuple[str, int]] = (),
+        checkpoint: Checkpoint | None = None,
+    ) -> LoadResult:
+        """Everything of one micro-batch in ONE transaction, with what marks it done: the
+        load markers of its spool segments, or an import file's checkpoint."""
         now = datetime.now(UTC)
         rows: dict[str, int] = {}
         new_columns = 0
@@ -193,6 +200,19 @@ class DuckDBWriter:
                 self.con.execute(
                     "INSERT INTO main._loads VALUES (?, ?, ?)", [segment_id, events, now]
                 )
+            if checkpoint is not None:
+                self.con.execute(
+                    "INSERT OR REPLACE INTO main._imports VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        checkpoint.file_hash,
+                        checkpoint.path,
+                        checkpoint.source,
+                        checkpoint.position,
+                        checkpoint.events,
+                        checkpoint.completed,
+                        now,
+                    ],
+                )
             self.con.execute("COMMIT")
         except BaseException:
             self._tables.clear()  # DDL of the failed transaction is gone too
@@ -200,6 +220,14 @@ class DuckDBWriter:
                 self.con.execute("ROLLBACK")
             raise
         return LoadResult(batch.events, batch.duplicates, rows, discards, new_columns, merges)
+
+    def checkpoint(self, file_hash: str, source: str) -> Checkpoint | None:
+        row = self.con.execute(
+            "SELECT file_hash, source, path, position, events, completed FROM main._imports "
+            "WHERE file_hash = ? AND source = ?",
+            [file_hash, source],
+        ).fetchone()
+        return Checkpoint(*row) if row else None
 
     def loaded(self, segment_id: str) -> bool:
         return (

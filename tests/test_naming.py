@@ -226,6 +226,7 @@ def test_system_tables_are_the_design_list() -> None:
         "unified_users",
         "_loads",
         "_message_ids",
+        "_imports",
         "alembic_version",
         "sources",
         "tracks_with_rudder_id",
