@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import dataclasses
 import json
 import logging
@@ -33,6 +34,8 @@ _HELP = {
     "backlog_max_bytes": "Answer 503 while more than this many sealed bytes wait to load.",
     "min_free_bytes": "Answer 503 while less than this much disk is free for the spool.",
     "load_max_events": "Events loaded per warehouse transaction.",
+    "query_timeout": "Seconds a query may run before it is stopped.",
+    "query_max_rows": "Rows a query returns at most.",
     "loader_in_thread": "Load in a thread of the HTTP process instead of its own process.",
     "log_level": "debug, info, warning or error.",
 }
@@ -314,6 +317,142 @@ class _ProgressBar:
 
     def close(self) -> None:
         self._bar.close()
+
+
+@main.command("query")
+@click.argument("sql", required=False)
+@click.option(
+    "--file",
+    "file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Run the SQL in this file.",
+)
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Bind $NAME in the SQL (repeatable); values are never pasted into the SQL.",
+)
+@click.option(
+    "--source",
+    default="default",
+    show_default=True,
+    help="Source whose namespace unqualified table names refer to.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    default=None,
+    type=click.Choice(["table", "csv", "json", "ndjson", "parquet"]),
+    help="Output format [default: table, or from the --output file's extension].",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the result to this file instead of the terminal.",
+)
+@click.option("--list", "list_", is_flag=True, help="List the named queries and exit.")
+@click.option("--max-rows", type=int, default=None, help="Rows at most [setting query_max_rows].")
+@click.option(
+    "--timeout", type=float, default=None, help="Seconds at most [setting query_timeout]."
+)
+@settings_options("database", "spool_dir")
+def query_(
+    sql: str | None,
+    file: str | None,
+    params: tuple[str, ...],
+    source: str,
+    fmt: str | None,
+    output: Path | None,
+    list_: bool,
+    max_rows: int | None,
+    timeout: float | None,
+    **flags: Any,
+) -> None:
+    """Run SQL on the warehouse, or a named query from sql/queries/ (see --list).
+
+    \b
+      loader query "select event, count(*) from tracks group by 1 order by 2 desc"
+      loader query daily_active_users --param days=30
+      loader query user_timeline --param id=alex@example.com --format csv --output alex.csv
+
+    Works whether or not `loader serve` runs; through a running server, queries are
+    read-only and cut at --timeout and --max-rows.
+    """
+    from loader import query
+
+    if list_:
+        for name, description in query.named_queries():
+            click.echo(f"{name:<24} {description}")
+        return
+    bound: dict[str, str] = {}
+    for item in params:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
+        bound[name.strip()] = value
+    if fmt is None:
+        fmt = output.suffix.lstrip(".") if output is not None else "table"
+        fmt = {"jsonl": "ndjson", "pq": "parquet"}.get(fmt, fmt)
+        if fmt not in ("table", "csv", "json", "ndjson", "parquet"):
+            raise click.BadParameter(
+                f"cannot tell the format of {output}; add --format", param_hint="--output"
+            )
+    if fmt == "parquet" and output is None:
+        raise click.BadParameter("parquet needs --output FILE", param_hint="--format")
+    text = _guard(lambda: query.resolve_sql(sql, file))
+    args: dict[str, Any] = {
+        "sql": text,
+        "params": bound,
+        "source": source,
+        "format": fmt,
+        "output": str(output.resolve()) if output else None,
+        "max_rows": max_rows,
+        "timeout": timeout,
+    }
+    result = _guard(lambda: run_command(_settings(**flags), "query", args))
+    if output is not None:
+        click.echo(
+            f"Wrote {result['row_count']} rows to {output}"
+            + (" (cut at the row limit)" if result["truncated"] else "")
+            + ".",
+            err=True,
+        )
+        return
+    _print_rows(result, fmt)
+    if result["truncated"]:
+        click.echo(f"(cut at {result['row_count']} rows; raise --max-rows)", err=True)
+
+
+def _print_rows(result: dict[str, Any], fmt: str) -> None:
+    columns, rows = result["columns"], result["rows"]
+    if fmt == "json":
+        click.echo(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], indent=2))
+    elif fmt == "ndjson":
+        for row in rows:
+            click.echo(json.dumps(dict(zip(columns, row, strict=True))))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(["" if v is None else v for v in row] for row in rows)
+    else:
+        cells = [[_cell(v) for v in row] for row in rows]
+        widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+        click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+        click.echo("  ".join("-" * w for w in widths))
+        for row in cells:
+            click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @main.group()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from loader import identity_commands, importer, sources, warehouse
+from loader import identity_commands, importer, query, sources, warehouse
 from loader.errors import LoaderError
 from loader.importer import Progress
 from loader.naming import SYSTEM_TABLES, quote
@@ -113,8 +113,13 @@ def _row_counts(cur: duckdb.DuckDBPyConnection) -> dict[str, int]:
         "WHERE database_name = current_database() ORDER BY schema_name, table_name"
     ).fetchall()
     return {
-        f"{schema}.{table}": int(size)
-        for schema, table, size in tables
+        f"{schema}.{table}": int(
+            (
+                cur.execute(f"SELECT count(*) FROM {quote(schema)}.{quote(table)}").fetchone()
+                or (0,)
+            )[0]
+        )
+        for schema, table, _ in tables
         if table not in SYSTEM_TABLES and not table.startswith("rudder_")
     }
 
@@ -157,6 +162,28 @@ def import_files(pipeline: Pipeline, args: dict[str, Any], progress: Progress) -
     return summary._asdict()
 
 
+def query_command(pipeline: Pipeline, args: dict[str, Any]) -> dict[str, Any]:
+    """`loader query`: run SQL on a source's namespace; rows back, or a file written."""
+    namespace = identity_commands.namespace_of(pipeline, args)
+    settings = pipeline.settings
+    result = query.run(
+        pipeline.con,
+        args["sql"],
+        args.get("params") or {},
+        schema=namespace,
+        reading_only=pipeline.serving,
+        timeout=float(args.get("timeout") or settings.query_timeout),
+        max_rows=int(args.get("max_rows") or settings.query_max_rows),
+    )
+    answer: dict[str, Any] = {"row_count": result.table.num_rows, "truncated": result.truncated}
+    if args.get("output"):
+        query.write(result.table, args.get("format", "csv"), Path(args["output"]))
+        answer["output"] = args["output"]
+    else:
+        answer.update(query.jsonable(result.table))
+    return answer
+
+
 STREAMING: dict[str, Callable[[Pipeline, dict[str, Any], Progress], Any]] = {
     "import": import_files,
 }
@@ -173,4 +200,5 @@ COMMANDS: dict[str, Callable[[Pipeline, dict[str, Any]], Any]] = {
     "identity.explain": identity_commands.explain,
     "identity.rebuild": identity_commands.rebuild,
     "flush": flush,
+    "query": query_command,
 }

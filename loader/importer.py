@@ -11,8 +11,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import re
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +33,7 @@ OnError = Literal["abort", "skip"]
 Progress = Callable[[dict[str, Any]], None]
 Format = Literal["ndjson", "array", "batch"]
 
+_BATCH_START = re.compile(rb'\{\s*"batch"\s*:')
 _IDS = uuid.UUID("6f1c5b2e-8f3e-4b7a-9d2c-1a0e5f4b3c21")
 """uuid5 namespace of the messageIds given to events that have none (file hash, position)."""
 
@@ -106,46 +109,59 @@ def open_file(path: Path) -> tuple[IO[bytes], IO[bytes]]:
 
 def detect(stream: IO[bytes]) -> Format:
     """Look at the start of a (seekable-or-not) stream without consuming it for the caller."""
-    head = stream.peek(4096)[:4096] if hasattr(stream, "peek") else b""
+    try:
+        head = stream.peek(65536)[:65536] if hasattr(stream, "peek") else b""
+    except (EOFError, OSError, zlib.error):
+        return "ndjson"  # a damaged gzip: the reader reports it at its line
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if text.startswith(b"["):
         return "array"
-    if text.startswith(b"{"):
-        first_line = text.split(b"\n", 1)[0]
-        try:
-            orjson.loads(first_line)
+    if _BATCH_START.match(text) and b"\n" in text:
+        try:  # {"batch": [...]} on one line is NDJSON of one job line, read as such
+            orjson.loads(text.split(b"\n", 1)[0])
         except orjson.JSONDecodeError:
             return "batch"  # one JSON object over several lines: {"batch": [...]}
     return "ndjson"
 
 
-def records(stream: IO[bytes], fmt: Format) -> Iterator[Record]:
+def records(stream: IO[bytes], fmt: Format, start: int = 0) -> Iterator[Record]:
+    """The file's records after position `start` (earlier NDJSON lines are not parsed)."""
     if fmt == "ndjson":
-        yield from _ndjson(stream)
+        yield from _ndjson(stream, start)
         return
     prefix = "item" if fmt == "array" else "batch.item"
     position = 0
     try:
         for position, item in enumerate(ijson.items(stream, prefix, use_float=True), 1):
             yield Record(position, [item], None)
-    except (ijson.JSONError, ijson.IncompleteJSONError, UnicodeDecodeError) as exc:
+    except (ijson.JSONError, ijson.IncompleteJSONError, UnicodeDecodeError, *_DAMAGED) as exc:
         yield Record(position + 1, [], f"Invalid JSON: {exc} (the rest of the file is unreadable)")
 
 
-def _ndjson(stream: IO[bytes]) -> Iterator[Record]:
-    for number, line in enumerate(stream, 1):
-        if not line.strip():
-            continue
-        try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            torn = "" if line.endswith(b"\n") else " (a torn last line?)"
-            yield Record(number, [], f"Invalid JSON: {exc}{torn}")
-            continue
-        if isinstance(value, dict) and isinstance(value.get("batch"), list):
-            yield Record(number, _unwrap_job(value), None)  # a RudderStack job line
-        else:
-            yield Record(number, [value], None)
+_DAMAGED = (EOFError, gzip.BadGzipFile, zlib.error)
+"""What reading a truncated or corrupt gzip file raises."""
+
+
+def _ndjson(stream: IO[bytes], start: int) -> Iterator[Record]:
+    number = 0
+    try:
+        for number, line in enumerate(stream, 1):
+            if number <= start or not line.strip():
+                continue
+            yield _ndjson_record(number, line)
+    except _DAMAGED as exc:
+        yield Record(number + 1, [], f"the file is damaged ({exc}); the rest is unreadable")
+
+
+def _ndjson_record(number: int, line: bytes) -> Record:
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        torn = "" if line.endswith(b"\n") else " (a torn last line?)"
+        return Record(number, [], f"Invalid JSON: {exc}{torn}")
+    if isinstance(value, dict) and isinstance(value.get("batch"), list):
+        return Record(number, _unwrap_job(value), None)  # a RudderStack job line
+    return Record(number, [value], None)
 
 
 def _unwrap_job(job: dict[str, Any]) -> list[Any]:
@@ -194,7 +210,7 @@ class FileImport:
             fmt = detect(stream)
             pending: list[tuple[str, dict[str, Any]]] = []
             position = self.start
-            for record in records(stream, fmt):
+            for record in records(stream, fmt, self.start):
                 self.bytes_read = raw.tell()
                 if record.position <= self.start:
                     continue
@@ -291,6 +307,15 @@ def run(
             file_events = previous.events if previous is not None else 0
             now = now_utc()
             for batch, position, last in file_import.batches(batch_size, on_error, now):
+                # The rejects of the lines this batch covers are written before the batch's
+                # checkpoint commits: a crash after it must not lose them.
+                rejected += len(file_import.rejected)
+                for line, reason in file_import.rejected:
+                    logger.warning("%s:%d: %s (rejected)", path, line, reason)
+                if reject_file is not None:
+                    write_rejects(reject_file, path, file_import.rejected)
+                    reject_file.flush()
+                file_import.rejected.clear()
                 file_events += len(batch)
                 result = load(
                     batch, Checkpoint(file_hash, source, str(path), position, file_events, last)
@@ -307,12 +332,6 @@ def run(
                         "total_bytes": total_bytes,
                     }
                 )
-            if file_import.rejected:
-                rejected += len(file_import.rejected)
-                for line, reason in file_import.rejected:
-                    logger.warning("%s:%d: %s (rejected)", path, line, reason)
-                if reject_file is not None:
-                    write_rejects(reject_file, path, file_import.rejected)
             done_bytes += file_import.size
     finally:
         if reject_file is not None:

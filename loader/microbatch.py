@@ -16,7 +16,7 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from loader.errors import SegmentCorrupt
+from loader.errors import SegmentCorrupt, TerminalError
 from loader.flatten import MergeRule, Row, TooManyColumns, transform
 from loader.schema import coerce, discard_text, merge_type
 from loader.types import ColumnType
@@ -66,6 +66,8 @@ class Batch(NamedTuple):
     """Dedup keys of the events loaded (hash of source and messageId)."""
     events: int
     duplicates: int
+    fresh_index: list[int]
+    """Positions (in the events given to build) of the events loaded, not skipped."""
 
 
 class Writer(Protocol):
@@ -110,13 +112,15 @@ def build(
     load into the namespace of the same name (never lost).
     """
     # 1. Exactly once: first occurrence in the batch, and nothing already stored.
-    firsts: dict[int, tuple[str, dict[str, Any]]] = {}
+    firsts: dict[int, tuple[int, tuple[str, dict[str, Any]]]] = {}
     total = 0
-    for source, event in events:
+    for index, (source, event) in enumerate(events):
         total += 1
-        firsts.setdefault(message_key(source, str(event.get("messageId", ""))), (source, event))
+        key = message_key(source, str(event.get("messageId", "")))
+        firsts.setdefault(key, (index, (source, event)))
     stored = writer.seen(list(firsts))
-    fresh = [(key, pair) for key, pair in firsts.items() if key not in stored]
+    fresh = [(key, pair) for key, (_, pair) in firsts.items() if key not in stored]
+    fresh_index = [index for key, (index, _) in firsts.items() if key not in stored]
 
     # 2. Rows per (namespace, table), in arrival order.
     rows_by_table: dict[TableKey, list[Row]] = defaultdict(list)
@@ -126,6 +130,10 @@ def build(
         namespace = namespaces.get(source, source)
         try:
             transformed = transform(event)
+        except ValueError as exc:  # validated at ingest, so only a damaged spool gets here
+            raise TerminalError(
+                f"Event {event.get('messageId')!r} cannot be loaded: {exc}"
+            ) from None
         except TooManyColumns as exc:
             discards[namespace].append(
                 Discard(
@@ -148,7 +156,8 @@ def build(
                 "received_at": event.get("receivedAt"),
             }
             rule = _constrain(transformed.merge_rule, discards[namespace])
-            merge_rules[namespace].append((rule, envelope))
+            if rule is not None:
+                merge_rules[namespace].append((rule, envelope))
 
     # 3. Schema per table, then coercion; users follow identifies.
     existing: dict[str, dict[str, dict[str, ColumnType]]] = {}
@@ -161,7 +170,13 @@ def build(
         tables.append(load)
         existing[namespace][table] = load.columns
     return Batch(
-        tables, dict(discards), dict(merge_rules), [k for k, _ in fresh], total, total - len(fresh)
+        tables,
+        dict(discards),
+        dict(merge_rules),
+        [k for k, _ in fresh],
+        total,
+        total - len(fresh),
+        fresh_index,
     )
 
 
@@ -176,11 +191,12 @@ def _type_table(
     columns = dict(stored)
     new_columns: dict[str, ColumnType] = {}
     over_cap: set[str] = set()
+    cap = MAX_TABLE_COLUMNS - (0 if "uuid_ts" in columns else 1)  # uuid_ts counts too
     for row in rows:
         for column, kind in row.types.items():
             if column in columns or column == "uuid_ts":  # uuid_ts is the load's, always
                 continue
-            if len(columns) >= MAX_TABLE_COLUMNS:
+            if len(columns) >= cap:
                 over_cap.add(column)
                 continue
             columns[column] = new_columns[column] = merge_type(None, kind)
@@ -225,8 +241,17 @@ MAX_MERGE_PROPERTY_BYTES = 512
 """Type + value of one merge property, in UTF-8 bytes (§3.4, warehouse constraints)."""
 
 
-def _constrain(rule: MergeRule, discards: list[Discard]) -> MergeRule:
-    """A merge property over the limit is replaced by `rudder-discards-<uuid>`, and discarded."""
+def _constrain(rule: MergeRule, discards: list[Discard]) -> MergeRule | None:
+    """§5.2 step 1 and the warehouse constraints, on one event's merge rule.
+
+    Blank or whitespace-only values are NULL: no rule without property 1, no property 2
+    without its value. A property over the length limit is replaced by
+    `rudder-discards-<uuid>` and its value discarded.
+    """
+    if not rule.value1.strip():
+        return None
+    if rule.value2 is not None and not rule.value2.strip():
+        rule = rule._replace(type2=None, value2=None)
     for index in (1, 2):
         kind, value = getattr(rule, f"type{index}"), getattr(rule, f"value{index}")
         if kind is None or value is None:

@@ -53,6 +53,7 @@ SYSTEM_TABLES: frozenset[str] = frozenset(
         "pages_with_rudder_id",
         "screens_with_rudder_id",
         "identifies_with_rudder_id",
+        "all_events",
     }
 )
 

@@ -7,6 +7,7 @@ endpoint) or in the CLI's own process when no server runs: one implementation ei
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
@@ -36,6 +37,8 @@ class Pipeline:
         """Set by the loader process: asks the HTTP process to seal its open segment."""
         self.on_sources: Callable[[list[sources.Source]], None] = lambda changed: None
         """Set by the loader process: tells the HTTP process that sources changed."""
+        self.serving = False
+        """True in a running server's loader process: queries are then read-only."""
         self._con: duckdb.DuckDBPyConnection | None = None
         self._writer: warehouse.DuckDBWriter | None = None
         self._command_lock = threading.Lock()
@@ -55,6 +58,7 @@ class Pipeline:
             self.created_default = sources.add(self.con, sources.DEFAULT_SOURCE)
         for source in sources.all_sources(self.con):
             warehouse.ensure_namespace(self.con, source.namespace)
+            self._writer.install_views(source.namespace)  # this version's view definitions
         self.refresh_sources()
         for recovered in self.spool.recover():
             logger.info("Sealed spool segment %s left open by a crash", recovered.segment_id)
@@ -163,7 +167,7 @@ class Pipeline:
             batch = microbatch.build(self._writer, events, namespaces)
             for namespace in {t.namespace for t in batch.tables} | set(batch.discards):
                 warehouse.ensure_namespace(self.con, namespace)
-            result = self._writer.write(batch, [(sid, len(members)) for sid, members in group])
+            result = self._writer.write(batch, _loaded_per_segment(group, batch.fresh_index))
         except duckdb.Error as exc:
             raise warehouse.classify(exc)(f"Loading segments {group[0][0]}..: {exc}") from exc
         for segment_id, _ in group:
@@ -181,3 +185,18 @@ class Pipeline:
             (time.perf_counter() - started) * 1000,
         )
         return loaded
+
+
+def _loaded_per_segment(
+    group: list[SegmentEvents], fresh_index: list[int]
+) -> list[tuple[str, int]]:
+    """(segment id, events it added) for the load markers; duplicates are not counted."""
+    bounds, end = [], 0
+    for segment_id, members in group:
+        bounds.append((segment_id, end, end + len(members)))
+        end += len(members)
+    fresh = sorted(fresh_index)
+    out = []
+    for segment_id, start, stop in bounds:
+        out.append((segment_id, bisect.bisect_left(fresh, stop) - bisect.bisect_left(fresh, start)))
+    return out

@@ -40,6 +40,10 @@ class Settings:
     """Free disk below which requests get 503 instead of risking a half-written append."""
     load_max_events: int = 200_000
     """Events loaded in one warehouse transaction (several segments may share one)."""
+    query_timeout: float = 60.0
+    """Seconds a query may run before it is stopped."""
+    query_max_rows: int = 100_000
+    """Rows a query returns at most (the answer says when it was cut)."""
     loader_in_thread: bool = False
     """Load in a thread of the HTTP process instead of a process of its own: less memory, but
     loading then competes with request handling for the GIL."""

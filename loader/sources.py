@@ -53,20 +53,20 @@ def all_sources(con: duckdb.DuckDBPyConnection) -> list[Source]:
 
 
 def get(con: duckdb.DuckDBPyConnection, name: str) -> Source:
-    row = con.execute(f"SELECT {_COLUMNS} FROM main.sources WHERE name = ?", [name]).fetchone()
-    if row is None:
+    rows = con.execute(f"SELECT {_COLUMNS} FROM main.sources WHERE name = ?", [name]).fetchall()
+    if not rows:
         known = ", ".join(s.name for s in all_sources(con)) or "none"
         raise SourceError(
             f"No source named {name!r} (sources: {known}). See `loader sources list`."
         )
-    return Source(*row)
+    return Source(*rows[0])
 
 
 def add(con: duckdb.DuckDBPyConnection, name: str, namespace: str | None = None) -> Source:
     """Create a source; its namespace defaults to the safe form of its name (§1.3)."""
     if not name.strip():
         raise SourceError("A source needs a non-blank name, e.g. `loader sources add web`.")
-    if con.execute("SELECT 1 FROM main.sources WHERE name = ?", [name]).fetchone():
+    if con.execute("SELECT 1 FROM main.sources WHERE name = ?", [name]).fetchall():
         raise SourceError(f"A source named {name!r} exists already; pick another name.")
     ns = naming.namespace(namespace if namespace is not None else name)
     if name == DEFAULT_SOURCE and namespace is None:

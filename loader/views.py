@@ -56,12 +56,45 @@ def install(namespace: str, tables: Mapping[str, Mapping[str, ColumnType]]) -> l
             activity.append(
                 f"SELECT rudder_id, timestamp FROM {quote(namespace)}.{quote(view_name(table))}"
             )
+    selects = [
+        _event_select(namespace, table, tables[table]) for table in EVENT_TABLES if table in tables
+    ]
+    out += statements(
+        "views/all_events.sql",
+        {"selects": " UNION ALL ".join(selects) or _NO_EVENTS},
+        namespace=namespace,
+    )
     fragments = {
         "activity": " UNION ALL ".join(activity) or _NO_ACTIVITY,
         "traits": _traits(namespace, tables.get("users")),
     }
     out += statements("views/unified_users.sql", fragments, namespace=namespace)
     return out
+
+
+_NAMES = {"tracks": "event_text", "pages": "name", "screens": "name"}
+_CALLS = {"tracks": "track", "pages": "page", "screens": "screen", "identifies": "identify"}
+_NO_EVENTS = (
+    "SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS call_type, NULL::VARCHAR AS name, "
+    "NULL::VARCHAR AS user_id, NULL::VARCHAR AS anonymous_id, NULL::VARCHAR AS rudder_id, "
+    "NULL::TIMESTAMPTZ AS timestamp, NULL::TIMESTAMPTZ AS received_at WHERE false"
+)
+
+
+def _event_select(namespace: str, table: str, columns: Mapping[str, ColumnType]) -> str:
+    def pick(column: str | None, alias: str, cast: str = "VARCHAR") -> str:
+        if column is not None and column in columns:
+            return f"CAST({quote(column)} AS {cast}) AS {alias}"
+        return f"NULL::{cast} AS {alias}"
+
+    return (
+        f"SELECT {pick('id', 'id')}, '{_CALLS[table]}' AS call_type, "
+        f"{pick(_NAMES.get(table), 'name')}, {pick('user_id', 'user_id')}, "
+        f"{pick('anonymous_id', 'anonymous_id')}, rudder_id, "
+        f"{pick('timestamp', 'timestamp', 'TIMESTAMPTZ')}, "
+        f"{pick('received_at', 'received_at', 'TIMESTAMPTZ')} "
+        f"FROM {quote(namespace)}.{quote(view_name(table))}"
+    )
 
 
 def _traits(namespace: str, users: Mapping[str, ColumnType] | None) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -55,7 +55,11 @@ def migrate(database: Path) -> None:
 def connect(database: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open the warehouse; a lock held by another process becomes a clear TransientError."""
     try:
-        con = duckdb.connect(str(database), read_only=read_only)
+        # No file access from SQL: queries through a running server must not read or write
+        # files, and the loader moves data through Arrow, never through paths.
+        con = duckdb.connect(
+            str(database), read_only=read_only, config={"enable_external_access": False}
+        )
         con.execute("SET TimeZone = 'UTC'")
         return con
     except duckdb.IOException as exc:
@@ -147,14 +151,11 @@ class DuckDBWriter:
     def seen(self, keys: Sequence[int]) -> set[int]:
         if not keys:
             return set()
-        self.con.register("_batch_keys", _keys_table(keys))
-        try:
+        with self._registered("_batch_keys", _keys_table(keys)):
             rows = self.con.execute(
                 "SELECT k.hi, k.lo FROM _batch_keys k JOIN main._message_ids m "
                 "ON m.key = (k.hi::UHUGEINT << 64) | k.lo::UHUGEINT"
             ).fetchall()
-        finally:
-            self.con.unregister("_batch_keys")
         return {(hi << 64) | lo for hi, lo in rows}
 
     def write(
@@ -179,23 +180,21 @@ class DuckDBWriter:
                 self._insert(load.namespace, load.table, load.columns, load.rows, now)
                 rows[f"{load.namespace}.{load.table}"] = len(load.rows)
             for load in batch.tables:
-                if load.table == "identifies":
-                    self._upsert_users(load, now)
+                if load.table == "identifies" and self._upsert_users(load, now):
+                    rows.setdefault(f"{load.namespace}.users", 0)
             discards = self._insert_discards(batch, now)
             for namespace in sorted(changed):  # views follow their tables' columns
-                for statement in views.install(namespace, self.tables(namespace)):
-                    self.con.execute(statement)
+                self.install_views(namespace)
             merges = sum(
                 self._apply_identity(namespace, rules, now)
                 for namespace, rules in batch.merge_rules.items()
             )
             if batch.keys:
-                self.con.register("_batch_keys", _keys_table(batch.keys))
-                self.con.execute(
-                    "INSERT INTO main._message_ids "
-                    "SELECT (hi::UHUGEINT << 64) | lo::UHUGEINT FROM _batch_keys"
-                )
-                self.con.unregister("_batch_keys")
+                with self._registered("_batch_keys", _keys_table(batch.keys)):
+                    self.con.execute(
+                        "INSERT INTO main._message_ids "
+                        "SELECT (hi::UHUGEINT << 64) | lo::UHUGEINT FROM _batch_keys"
+                    )
             for segment_id, events in segments:
                 self.con.execute(
                     "INSERT INTO main._loads VALUES (?, ?, ?)", [segment_id, events, now]
@@ -221,20 +220,27 @@ class DuckDBWriter:
             raise
         return LoadResult(batch.events, batch.duplicates, rows, discards, new_columns, merges)
 
+    def install_views(self, namespace: str) -> None:
+        """(Re)create the namespace's views for its tables as they are now (loader/views.py)."""
+        for statement in views.install(namespace, self.tables(namespace)):
+            self.con.execute(statement)
+
+    # fetchall(), never fetchone(), on this shared connection: an unfinished result blocks
+    # the next register() ("connection has an unfinished result").
+
     def checkpoint(self, file_hash: str, source: str) -> Checkpoint | None:
-        row = self.con.execute(
+        rows = self.con.execute(
             "SELECT file_hash, source, path, position, events, completed FROM main._imports "
             "WHERE file_hash = ? AND source = ?",
             [file_hash, source],
-        ).fetchone()
-        return Checkpoint(*row) if row else None
+        ).fetchall()
+        return Checkpoint(*rows[0]) if rows else None
 
     def loaded(self, segment_id: str) -> bool:
-        return (
+        return bool(
             self.con.execute(
                 "SELECT 1 FROM main._loads WHERE segment_id = ?", [segment_id]
-            ).fetchone()
-            is not None
+            ).fetchall()
         )
 
     def _evolve(self, load: TableLoad) -> int:
@@ -268,15 +274,9 @@ class DuckDBWriter:
         rows: list[dict[str, Any]],
         now: datetime,
     ) -> None:
-        self.con.register("_batch_rows", _arrow_table(columns, rows, now))
-        try:
-            self.con.execute(
-                f"INSERT INTO {quote(namespace)}.{quote(table)} BY NAME SELECT * FROM _batch_rows"
-            )
-        finally:
-            self.con.unregister("_batch_rows")
+        self._append(namespace, table, _arrow_table(columns, rows, now))
 
-    def _upsert_users(self, identifies: TableLoad, now: datetime) -> None:
+    def _upsert_users(self, identifies: TableLoad, now: datetime) -> bool:
         """§4: per user, the latest non-null value of each column, merged with the stored row."""
         namespace = identifies.namespace
         known = self.tables(namespace)
@@ -287,7 +287,7 @@ class DuckDBWriter:
             if c not in ("id",)
         }
         if "id" not in wanted:
-            return  # no identify of this namespace ever had a user_id
+            return False  # no identify of this namespace ever had a user_id
         users = f"{quote(namespace)}.users"
         if "users" not in known:
             ddl = ", ".join(f"{quote(c)} {DUCKDB_TYPES[t]}" for c, t in wanted.items())
@@ -299,11 +299,22 @@ class DuckDBWriter:
                     f"ALTER TABLE {users} ADD COLUMN {quote(column)} {DUCKDB_TYPES[kind]}"
                 )
                 known["users"][column] = kind
+        for column, kind in known["users"].items():  # §4: users' own columns join identifies
+            if column != "id" and column not in source_columns:
+                self.con.execute(
+                    f"ALTER TABLE {quote(namespace)}.identifies ADD COLUMN {quote(column)} "
+                    f"{DUCKDB_TYPES[kind]}"
+                )
+                source_columns[column] = kind
         batch = [r for r in identifies.rows if r.get("user_id") is not None]
         if not batch:
-            return
-        self.con.register("_batch_identifies", _arrow_table(identifies.columns, batch, now))
-        columns = [c for c in known["users"] if c != "id"]
+            return False
+        with self._registered("_batch_identifies", _arrow_table(identifies.columns, batch, now)):
+            self._merge_users(users, [c for c in known["users"] if c != "id"])
+        return True
+
+    def _merge_users(self, users: str, columns: list[str]) -> None:
+        """Stored rows of the batch's users + the batch's identifies -> latest non-null each."""
         latest = ", ".join(
             f"arg_max({quote(c)}, received_at) FILTER (WHERE {quote(c)} IS NOT NULL) AS {quote(c)}"
             for c in columns
@@ -323,7 +334,6 @@ class DuckDBWriter:
         self.con.execute(f"DELETE FROM {users} WHERE id IN (SELECT id FROM _new_users)")
         self.con.execute(f"INSERT INTO {users} BY NAME SELECT * FROM _new_users")
         self.con.execute("DROP TABLE _new_users")
-        self.con.unregister("_batch_identifies")
 
     def _insert_discards(self, batch: Batch, now: datetime) -> int:
         count = 0
@@ -343,12 +353,7 @@ class DuckDBWriter:
                     "reason": pa.array([d.reason for d in discards], pa.string()),
                 }
             )
-            self.con.register("_batch_discards", table)
-            self.con.execute(
-                f"INSERT INTO {quote(namespace)}.rudder_discards BY NAME "
-                "SELECT * FROM _batch_discards"
-            )
-            self.con.unregister("_batch_discards")
+            self._append(namespace, "rudder_discards", table)
             count += len(discards)
         return count
 
@@ -367,8 +372,7 @@ class DuckDBWriter:
         for rule, envelope in rules:
             first.setdefault(rule, envelope)
         candidates = list(first)
-        self.con.register("_batch_rules", _rules_table(candidates))
-        try:
+        with self._registered("_batch_rules", _rules_table(candidates)):
             fresh = self.con.execute(
                 f"""
                 SELECT idx FROM _batch_rules b WHERE NOT EXISTS (
@@ -380,8 +384,6 @@ class DuckDBWriter:
                 ) ORDER BY idx
                 """
             ).fetchall()
-        finally:
-            self.con.unregister("_batch_rules")
         new_rules = [candidates[idx] for (idx,) in fresh]
         if not new_rules:
             return 0
@@ -407,10 +409,8 @@ class DuckDBWriter:
                 ),
             )
         touched = sorted({node for rule in new_rules for node in identity.nodes(rule)})
-        self.con.register(
-            "_batch_nodes", pa.table({"t": [n[0] for n in touched], "v": [n[1] for n in touched]})
-        )
-        try:
+        nodes = pa.table({"t": [n[0] for n in touched], "v": [n[1] for n in touched]})
+        with self._registered("_batch_nodes", nodes):
             known = {
                 (kind, value): label
                 for kind, value, label in self.con.execute(
@@ -419,8 +419,6 @@ class DuckDBWriter:
                     "ON m.merge_property_type = b.t AND m.merge_property_value = b.v"
                 ).fetchall()
             }
-        finally:
-            self.con.unregister("_batch_nodes")
         resolution = identity.resolve(new_rules, known)
         self._store_resolution(namespace, resolution, now)
         return len(resolution.relabel)
@@ -430,18 +428,15 @@ class DuckDBWriter:
     ) -> None:
         ns = quote(namespace)
         if resolution.relabel:
-            self.con.register(
-                "_relabel",
-                pa.table(
-                    {"old": list(resolution.relabel), "new": list(resolution.relabel.values())}
-                ),
+            relabel = pa.table(
+                {"old": list(resolution.relabel), "new": list(resolution.relabel.values())}
             )
-            self.con.execute(
-                f"UPDATE {ns}.rudder_identity_mappings AS m SET rudder_id = r.new, "
-                "updated_at = ? FROM _relabel r WHERE m.rudder_id = r.old",
-                [now],
-            )
-            self.con.unregister("_relabel")
+            with self._registered("_relabel", relabel):
+                self.con.execute(
+                    f"UPDATE {ns}.rudder_identity_mappings AS m SET rudder_id = r.new, "
+                    "updated_at = ? FROM _relabel r WHERE m.rudder_id = r.old",
+                    [now],
+                )
         if resolution.labels:
             nodes = list(resolution.labels)
             self._append(
@@ -484,13 +479,21 @@ class DuckDBWriter:
 
     def _append(self, namespace: str, table: str, rows: pa.Table) -> None:
         """INSERT BY NAME of an Arrow table into a namespace's table."""
-        self.con.register("_batch_append", rows)
-        try:
+        with self._registered("_batch_append", rows):
             self.con.execute(
                 f"INSERT INTO {quote(namespace)}.{quote(table)} BY NAME SELECT * FROM _batch_append"
             )
+
+    @contextlib.contextmanager
+    def _registered(self, name: str, table: pa.Table) -> Iterator[None]:
+        """`table` visible to SQL as `name` for the block. Unregistering inside a transaction
+        that has already failed raises again; that second error must not hide the first."""
+        self.con.register(name, table)
+        try:
+            yield
         finally:
-            self.con.unregister("_batch_append")
+            with contextlib.suppress(duckdb.Error):
+                self.con.unregister(name)
 
 
 def classify(exc: duckdb.Error) -> type[TransientError] | type[TerminalError]:

@@ -72,6 +72,7 @@ class Link:
 def serve(pipeline: Pipeline, conn: Connection) -> None:
     """The loader's loop: open, say ready, then drain on every wake-up until told to stop."""
     link = Link(conn)
+    pipeline.serving = True
     pipeline.seal_open = link.seal_open
     pipeline.on_sources = lambda sources: link.send("sources", sources)
     link.send("ready", list(pipeline.sources.values()), pipeline.created_default)
@@ -81,10 +82,17 @@ def serve(pipeline: Pipeline, conn: Connection) -> None:
         try:
             pipeline.drain()
             failures = 0
-        except TransientError as exc:
+        except Exception as exc:  # the loop outlives any load: the spool keeps the events
             delay = _BACKOFF[min(failures, len(_BACKOFF) - 1)]
             failures += 1
-            logger.warning("Load failed, retrying in %.1f s (nothing is lost): %s", delay, exc)
+            if isinstance(exc, TransientError):
+                logger.warning("Load failed, retrying in %.1f s (nothing is lost): %s", delay, exc)
+            else:
+                logger.exception(
+                    "Load failed unexpectedly, retrying in %.1f s (nothing is "
+                    "lost; please report this)",
+                    delay,
+                )
             if stopping:
                 return
             time.sleep(delay)

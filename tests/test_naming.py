@@ -233,6 +233,7 @@ def test_system_tables_are_the_design_list() -> None:
         "pages_with_rudder_id",
         "screens_with_rudder_id",
         "identifies_with_rudder_id",
+        "all_events",
     } == SYSTEM_TABLES
 
 
