@@ -10,6 +10,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors, routes
 from api.cors import CORSMiddleware
@@ -41,16 +42,41 @@ def create_app(gateway: Gateway) -> Starlette:
         Route("/beacon/v1/batch", routes.ingest(None, beacon=True), methods=["POST"]),
         Route("/health", routes.health, methods=["GET"]),
         Route("/version", routes.version, methods=["GET"]),
+        Route("/metrics", routes.metrics, methods=["GET"]),
     ]
     app = Starlette(
         routes=route_table,
-        middleware=[Middleware(CORSMiddleware)],
+        middleware=[
+            Middleware(RequestMetrics, gateway=gateway, paths={r.path for r in route_table}),
+            Middleware(CORSMiddleware),
+        ],
         exception_handlers={LoaderError: errors.handle},
         lifespan=lifespan,
     )
     app.state.gateway = gateway
     app.state.commit = _commit()
     return app
+
+
+class RequestMetrics:
+    """Counts responses by endpoint and status; unknown paths count as `other`, so a scan
+    of random URLs cannot grow the metric without bound."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway, paths: set[str]) -> None:
+        self.app, self.gateway, self.paths = app, gateway, paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        endpoint = scope["path"] if scope["path"] in self.paths else "other"
+
+        async def counting(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.gateway.metrics.requests.labels(endpoint, str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counting)
 
 
 def _announce(source: Source) -> None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
@@ -50,6 +51,7 @@ def ingest(call_type: CallType | None, beacon: bool = False) -> Endpoint:
             for event in payload.events
         )
         await gateway.batcher.submit(lines, len(payload.events))
+        gateway.metrics.events_accepted.labels(source.name).inc(len(payload.events))
         return ACCEPTED
 
     return endpoint
@@ -75,6 +77,11 @@ async def health(request: Request) -> Response:
     healthy = refused is None and gateway.loader.alive
     body["status"] = "ok" if healthy else "degraded"
     return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+async def metrics(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 async def version(request: Request) -> Response:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from loader.batcher import Batcher
+from loader.metrics import Metrics
 from loader.pipeline import Pipeline
 from loader.settings import Settings
 from loader.sources import Registry, Source
@@ -21,7 +22,10 @@ class Gateway:
         self.spool = Spool(settings.spool_dir)
         self.registry = Registry()
         self.batcher = Batcher(self.spool, settings, on_seal=lambda _: self.loader.wake())
-        self.loader = LoaderHandle(settings, self.registry.replace, self.batcher.seal, admin)
+        self.metrics = Metrics(self.spool.backlog)
+        self.loader = LoaderHandle(
+            settings, self.registry.replace, self.batcher.seal, admin, self.metrics.loaded
+        )
 
     @property
     def created_default(self) -> Source | None:

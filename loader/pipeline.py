@@ -37,6 +37,8 @@ class Pipeline:
         """Set by the loader process: asks the HTTP process to seal its open segment."""
         self.on_sources: Callable[[list[sources.Source]], None] = lambda changed: None
         """Set by the loader process: tells the HTTP process that sources changed."""
+        self.on_loaded: Callable[[dict[str, Any]], None] = lambda report: None
+        """Set by the loader process: reports every load (for /metrics)."""
         self.serving = False
         """True in a running server's loader process: queries are then read-only."""
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -173,6 +175,17 @@ class Pipeline:
         for segment_id, _ in group:
             self.spool.complete(segment_id)
         loaded = result.events - result.duplicates
+        seconds = time.perf_counter() - started
+        self.on_loaded(
+            {
+                "seconds": seconds,
+                "events": loaded,
+                "duplicates": result.duplicates,
+                "discards": result.discards,
+                "merges": result.merges,
+                "rows": result.rows,
+            }
+        )
         logger.info(
             "Loaded %d segments: %d events (%d duplicates skipped), %d tables, %d new columns, "
             "%d discards in %.0f ms",
@@ -182,7 +195,7 @@ class Pipeline:
             len(result.rows),
             result.new_columns,
             result.discards,
-            (time.perf_counter() - started) * 1000,
+            seconds * 1000,
         )
         return loaded
 

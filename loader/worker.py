@@ -5,7 +5,8 @@ take the GIL from request handling, so it runs in a process of its own (or, with
 `loader_in_thread`, a thread). The two talk over a duplex pipe; the spool is the hand-off:
 
     loader -> http: ("ready", sources, created_default) once opened, ("sources", sources) after a
-                    change, ("seal", n) to ask for the open segment to be sealed (flush)
+                    change, ("seal", n) to ask for the open segment to be sealed (flush),
+                    ("loaded", report) after every load (for /metrics)
     http -> loader: ("wake",) after a seal, ("sealed", n) to answer ("seal", n), ("stop",)
 """
 
@@ -75,6 +76,7 @@ def serve(pipeline: Pipeline, conn: Connection) -> None:
     pipeline.serving = True
     pipeline.seal_open = link.seal_open
     pipeline.on_sources = lambda sources: link.send("sources", sources)
+    pipeline.on_loaded = lambda report: link.send("loaded", report)
     link.send("ready", list(pipeline.sources.values()), pipeline.created_default)
     failures = 0
     stopping = False
@@ -151,9 +153,11 @@ class LoaderHandle:
         on_sources: Callable[[list[Source]], None],
         seal: Callable[[], Any],
         admin: Callable[[Pipeline], Any] | None = None,
+        on_loaded: Callable[[dict[str, Any]], None] = lambda report: None,
     ) -> None:
         self.settings = settings
         self.on_sources = on_sources
+        self.on_loaded = on_loaded
         self.seal = seal
         self.admin = admin
         self.created_default: Source | None = None
@@ -233,6 +237,8 @@ class LoaderHandle:
                 self._ready.set_result(None)
         elif kind == "sources":
             self.on_sources(message[1])
+        elif kind == "loaded":
+            self.on_loaded(message[1])
         elif kind == "seal":
             task = asyncio.ensure_future(self._seal_and_answer(message[1]))
             self._tasks.add(task)
