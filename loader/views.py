@@ -97,15 +97,40 @@ def _event_select(namespace: str, table: str, columns: Mapping[str, ColumnType])
     )
 
 
+_NOT_TRAITS = frozenset(
+    (
+        "id",
+        "uuid_ts",
+        "anonymous_id",
+        "sent_at",
+        "timestamp",
+        "received_at",
+        "original_timestamp",
+        "channel",
+        "context_ip",
+        "context_request_ip",
+        "context_passed_ip",
+    )
+)
+
+
+def _is_trait(column: str) -> bool:
+    """A users column that describes the person: traits and context_traits_*, not the
+    bookkeeping of the last identify call (times, ids, ip, library, page...)."""
+    if column in _NOT_TRAITS or column in UNIFIED_COLUMNS:
+        return False
+    return not column.startswith("context_") or column.startswith("context_traits_")
+
+
 def _traits(namespace: str, users: Mapping[str, ColumnType] | None) -> str:
-    """Latest non-null value of each users column, across the component's user ids (§4)."""
+    """Latest non-null value of each trait, across the component's user ids (§4)."""
     if not users or "id" not in users or "received_at" not in users:
         return _NO_TRAITS
+    order = "(u.received_at, u.timestamp)" if "timestamp" in users else "u.received_at"
     picks = ", ".join(
-        f"arg_max(u.{quote(c)}, u.received_at) FILTER (WHERE u.{quote(c)} IS NOT NULL) "
-        f"AS {quote(c)}"
+        f"arg_max(u.{quote(c)}, {order}) FILTER (WHERE u.{quote(c)} IS NOT NULL) AS {quote(c)}"
         for c in users
-        if c not in ("id", "uuid_ts") and c not in UNIFIED_COLUMNS
+        if _is_trait(c)
     )
     return (
         f"SELECT m.rudder_id{', ' + picks if picks else ''} FROM {quote(namespace)}.users AS u "

@@ -314,9 +314,14 @@ class DuckDBWriter:
         return True
 
     def _merge_users(self, users: str, columns: list[str]) -> None:
-        """Stored rows of the batch's users + the batch's identifies -> latest non-null each."""
+        """Stored rows of the batch's users + the batch's identifies -> latest non-null each.
+
+        Latest by received_at (§4); an import gives many rows one received_at, so the event's
+        own timestamp breaks the tie.
+        """
+        order = "(received_at, timestamp)" if "timestamp" in columns else "received_at"
         latest = ", ".join(
-            f"arg_max({quote(c)}, received_at) FILTER (WHERE {quote(c)} IS NOT NULL) AS {quote(c)}"
+            f"arg_max({quote(c)}, {order}) FILTER (WHERE {quote(c)} IS NOT NULL) AS {quote(c)}"
             for c in columns
         )
         self.con.execute(
