@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 
 from starlette.requests import Request
 
-from loader.errors import InvalidJSON, RequestTooLarge
+from loader.errors import InvalidJSON, RequestRejected, RequestTooLarge
 from loader.settings import MAX_REQUEST_BYTES
 
 DRAIN_LIMIT = 4 * MAX_REQUEST_BYTES
@@ -14,8 +15,22 @@ DRAIN_LIMIT = 4 * MAX_REQUEST_BYTES
 than a connection reset (which SDKs retry forever). Past this, the connection is dropped."""
 
 
-async def read_body(request: Request, limit: int = MAX_REQUEST_BYTES) -> bytes:
-    """The decoded body, at most `limit` bytes; raises RequestTooLarge or InvalidJSON."""
+async def read_body(
+    request: Request, limit: int = MAX_REQUEST_BYTES, timeout: float = 30.0
+) -> bytes:
+    """The decoded body, at most `limit` bytes, within `timeout` seconds; raises
+    RequestTooLarge, InvalidJSON, or RequestRejected for a body that trickles in too slowly
+    (a slow client must not hold a connection and its buffer for ever)."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read(request, limit)
+    except TimeoutError:
+        raise RequestRejected(
+            f"Request timeout: the body did not arrive within {timeout:g} s"
+        ) from None
+
+
+async def _read(request: Request, limit: int) -> bytes:
     gzipped = request.headers.get("content-encoding", "").strip().lower() == "gzip"
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:

@@ -28,6 +28,7 @@ _HELP = {
     "host": "Address to listen on.",
     "port": "Port to listen on.",
     "trusted_proxies": "Comma-separated peers whose X-Forwarded-For sets request_ip.",
+    "body_timeout": "Seconds a request body may take to arrive.",
     "segment_max_events": "Seal the open spool segment at this many events.",
     "segment_max_bytes": "Seal the open spool segment at this many bytes.",
     "segment_max_age": "Seal the open spool segment after this many seconds.",

@@ -32,7 +32,7 @@ def ingest(call_type: CallType | None, beacon: bool = False) -> Endpoint:
         source = authenticate(
             gateway.registry, request.headers, request.query_params if beacon else None
         )
-        body = await read_body(request)
+        body = await read_body(request, timeout=gateway.settings.body_timeout)
         payload = parse_request(body, call_type)
         received_at = datetime.now(UTC)
         peer = request.client.host if request.client else None

@@ -8,6 +8,7 @@ import uvicorn
 
 from api import admin
 from api.app import create_app
+from api.protocol import BoundedHttpToolsProtocol
 from loader.gateway import Gateway
 from loader.settings import Settings
 
@@ -25,7 +26,7 @@ async def serve(settings: Settings) -> None:
         lifespan="on",
         timeout_keep_alive=15,
         timeout_graceful_shutdown=30,
-        h11_max_incomplete_event_size=64 * 1024,  # headers over 64 KB are refused
+        http=BoundedHttpToolsProtocol,  # heads over 64 KB or slower than 30 s are refused
         server_header=False,
     )
     logger.info(

@@ -30,6 +30,8 @@ class Settings:
     port: int = 8080
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     """Peers whose X-Forwarded-For is believed for `request_ip`."""
+    body_timeout: float = 30.0
+    """Seconds a request body may take to arrive; slower clients get a 400."""
     segment_max_events: int = 100_000
     segment_max_bytes: int = 64 * 1024 * 1024
     segment_max_age: float = 1.0
