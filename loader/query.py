@@ -7,6 +7,7 @@ row limit; the connection itself has external (file) access disabled.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +25,7 @@ from loader.sqlfiles import SQL_DIR
 OutputFormat = Literal["table", "csv", "json", "ndjson", "parquet"]
 QUERIES = SQL_DIR / "queries"
 _READING = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+_ANALYZE = re.compile(r"\s*explain\s+analy[sz]e\b", re.IGNORECASE)
 
 
 class QueryError(LoaderError):
@@ -77,8 +79,10 @@ def check_reading(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     except duckdb.Error as exc:
         raise QueryError(f"The SQL does not parse: {exc}") from None
     for statement in statements:
-        if statement.type not in _READING:
+        if statement.type not in _READING or _ANALYZE.match(statement.query):
             kind = str(statement.type).rsplit(".", 1)[-1]
+            if _ANALYZE.match(statement.query):
+                kind = "EXPLAIN ANALYZE"  # it runs the statement it explains
             raise QueryError(
                 f"{kind} statements are refused while the server is running: queries through "
                 "it are read-only (SELECT, WITH, FROM, DESCRIBE, SUMMARIZE, EXPLAIN). Stop the "
@@ -97,9 +101,14 @@ def run(
     max_rows: int,
 ) -> QueryResult:
     """Run `sql` on a fresh cursor of `con`, in `schema`, within the limits."""
+    cursor = con.cursor()  # its own connection: the loader may be busy with `con`
     if reading_only:
-        check_reading(con, sql)
-    cursor = con.cursor()
+        try:
+            check_reading(cursor, sql)
+        except QueryError:
+            cursor.close()
+            raise
+    cursor.execute("SET TimeZone = 'UTC'")
     cursor.execute(f"SET schema = '{schema.replace(chr(39), chr(39) * 2)}'")
     timer = threading.Timer(timeout, cursor.interrupt)
     timer.start()

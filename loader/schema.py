@@ -96,8 +96,8 @@ def coerce(value: Any, row_type: ColumnType, table_type: ColumnType) -> tuple[An
         if row_type == "int":
             return float(value), None
     elif table_type == "int":
-        if row_type == "float" and math.isfinite(value):
-            return int(value), None
+        if row_type == "float" and math.isfinite(value) and _INT64_MIN <= value < 2.0**63:
+            return int(value), None  # truncated; what BIGINT cannot hold is discarded
     elif table_type == "json":
         if row_type in ("int", "float", "boolean"):
             if type(value) is not float or math.isfinite(value):  # NaN is no JSON

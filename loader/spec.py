@@ -98,7 +98,10 @@ def validate(raw: Any, index: int | None) -> Event:
     check = _REQUIRED.get(kind)
     if check is not None and (problem := check(raw)) is not None:
         raise InvalidEvent(MISSING_FIELD, index, problem)
-    size = len(orjson.dumps(raw))
+    try:  # one level deeper, as the spool stores it: the envelope must encode too
+        size = len(orjson.dumps([raw])) - 2
+    except orjson.JSONEncodeError as exc:  # nested past ~250 levels, or an int past 64 bits
+        raise InvalidEvent(INVALID_EVENT, index, f"it cannot be stored as JSON ({exc})") from None
     if size > MAX_EVENT_BYTES:
         where = "the event" if index is None else f"the event at batch index {index}"
         raise RequestTooLarge(

@@ -60,7 +60,7 @@ def connect(database: Path, read_only: bool = False) -> duckdb.DuckDBPyConnectio
         con = duckdb.connect(
             str(database), read_only=read_only, config={"enable_external_access": False}
         )
-        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET GLOBAL TimeZone = 'UTC'")  # for every cursor, not only this one
         return con
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():

@@ -1,5 +1,4 @@
--- The namespace's tables: columns with their types, and each table's row count (the
--- loader's own bookkeeping tables left out).
+-- The namespace's tables: their columns, types and row counts (bookkeeping tables left out).
 -- Params: none.
 SELECT
     c.table_name,
