@@ -43,6 +43,7 @@ def create_app(gateway: Gateway) -> Starlette:
         Route("/health", routes.health, methods=["GET"]),
         Route("/version", routes.version, methods=["GET"]),
         Route("/metrics", routes.metrics, methods=["GET"]),
+        Route("/openapi.json", routes.openapi_json, methods=["GET"]),
     ]
     app = Starlette(
         routes=route_table,

@@ -180,6 +180,24 @@ def flush(**flags: Any) -> None:
     )
 
 
+@main.command("check")
+@settings_options("database", "spool_dir")
+def check_(**flags: Any) -> None:
+    """Check the warehouse's consistency; exits 1 and lists the problems if there are any.
+
+    Every merge rule's identifiers are mapped once and form the components the rules give;
+    every event row has its exactly-once key and no message id is loaded twice; every event
+    table row has its tracks row; every user has an identify.
+    """
+    result = _guard(lambda: run_command(_settings(**flags), "check", {}))
+    for problem in result["problems"]:
+        click.echo(f"problem: {problem}")
+    total = sum(result["rows"].values())
+    if not result["ok"]:
+        raise click.ClickException(f"{len(result['problems'])} problems found.")
+    click.echo(f"OK: {len(result['rows'])} tables, {total} rows checked.")
+
+
 @main.group()
 def sources() -> None:
     """Manage sources: each has a write key and a namespace (DuckDB schema)."""

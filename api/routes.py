@@ -11,9 +11,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from api import openapi
 from api.auth import authenticate
 from api.body import read_body
-from loader import __version__
+from loader import __version__, faults
 from loader.enrich import client_ip, enrich
 from loader.gateway import Gateway
 from loader.spec import parse_request
@@ -33,6 +34,7 @@ def ingest(call_type: CallType | None, beacon: bool = False) -> Endpoint:
             gateway.registry, request.headers, request.query_params if beacon else None
         )
         body = await read_body(request, timeout=gateway.settings.body_timeout)
+        faults.point("request")
         payload = parse_request(body, call_type)
         received_at = datetime.now(UTC)
         peer = request.client.host if request.client else None
@@ -51,6 +53,7 @@ def ingest(call_type: CallType | None, beacon: bool = False) -> Endpoint:
             for event in payload.events
         )
         await gateway.batcher.submit(lines, len(payload.events))
+        faults.point("acknowledge")
         gateway.metrics.events_accepted.labels(source.name).inc(len(payload.events))
         return ACCEPTED
 
@@ -82,6 +85,13 @@ async def health(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+_OPENAPI = JSONResponse(openapi.document())
+
+
+async def openapi_json(request: Request) -> Response:
+    return _OPENAPI
 
 
 async def version(request: Request) -> Response:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from loader import identity_commands, importer, query, sources, warehouse
+from loader import check, identity_commands, importer, query, sources, warehouse
 from loader.errors import LoaderError
 from loader.importer import Progress
 from loader.naming import SYSTEM_TABLES, quote
@@ -200,5 +200,6 @@ COMMANDS: dict[str, Callable[[Pipeline, dict[str, Any]], Any]] = {
     "identity.explain": identity_commands.explain,
     "identity.rebuild": identity_commands.rebuild,
     "flush": flush,
+    "check": check.check,
     "query": query_command,
 }

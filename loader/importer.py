@@ -23,6 +23,7 @@ from typing import IO, Any, Literal, NamedTuple
 import ijson
 import orjson
 
+from loader import faults
 from loader.enrich import enrich
 from loader.errors import LoaderError, RequestRejected
 from loader.spec import identifier, validate
@@ -317,6 +318,7 @@ def run(
                     reject_file.flush()
                 file_import.rejected.clear()
                 file_events += len(batch)
+                faults.point("import")
                 result = load(
                     batch, Checkpoint(file_hash, source, str(path), position, file_events, last)
                 )

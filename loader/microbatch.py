@@ -79,9 +79,12 @@ class Writer(Protocol):
 
 
 def message_key(source: str, message_id: str) -> int:
-    """128-bit key of (source, messageId), the exactly-once identity of an event."""
+    """128-bit key of (source, messageId), the exactly-once identity of an event.
+
+    Equal to DuckDB's `md5_number(source || chr(0) || message_id)`, so SQL can check it.
+    """
     digest = hashlib.md5(f"{source}\0{message_id}".encode("utf-8", "surrogatepass")).digest()
-    return int.from_bytes(digest, "big")
+    return int.from_bytes(digest, "little")
 
 
 def read_segment(segment_id: str, data: bytes) -> list[tuple[str, dict[str, Any]]]:

@@ -106,6 +106,10 @@ class Pipeline:
             except duckdb.Error as exc:
                 raise warehouse.classify(exc)(f"Importing {checkpoint.path}: {exc}") from exc
 
+    def segment_loaded(self, segment_id: str) -> bool:
+        assert self._writer is not None, "Pipeline.open() must run first"
+        return self._writer.loaded(segment_id)
+
     def checkpoint(self, file_hash: str, source: str) -> importer.Checkpoint | None:
         assert self._writer is not None, "Pipeline.open() must run first"
         return self._writer.checkpoint(file_hash, source)

@@ -40,7 +40,7 @@ class Settings:
     """Sealed bytes waiting to load above which requests get 503."""
     min_free_bytes: int = 64 * 1024 * 1024
     """Free disk below which requests get 503 instead of risking a half-written append."""
-    load_max_events: int = 200_000
+    load_max_events: int = 100_000
     """Events loaded in one warehouse transaction (several segments may share one)."""
     query_timeout: float = 60.0
     """Seconds a query may run before it is stopped."""

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from loader import faults
 from loader.errors import Unavailable
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class Spool:
                 while view:
                     written = os.write(self._file, view)
                     view = view[written:]
+            faults.point("fsync")
             os.fsync(self._file)
         except OSError as exc:
             self._rollback(start)

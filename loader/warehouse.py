@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import duckdb
 import pyarrow as pa
 
-from loader import identity, views
+from loader import faults, identity, views
 from loader.errors import TerminalError, TransientError
 from loader.flatten import MergeRule
 from loader.importer import Checkpoint
@@ -212,6 +212,7 @@ class DuckDBWriter:
                         now,
                     ],
                 )
+            faults.point("load")
             self.con.execute("COMMIT")
         except BaseException:
             self._tables.clear()  # DDL of the failed transaction is gone too
@@ -261,6 +262,7 @@ class DuckDBWriter:
                 )
                 known[load.table][column] = kind
                 added += 1
+                faults.point("add_column")
         if "uuid_ts" not in known[load.table]:
             self.con.execute(f"ALTER TABLE {table} ADD COLUMN uuid_ts TIMESTAMPTZ")
             known[load.table]["uuid_ts"] = "datetime"
@@ -442,6 +444,7 @@ class DuckDBWriter:
                     "updated_at = ? FROM _relabel r WHERE m.rudder_id = r.old",
                     [now],
                 )
+            faults.point("relabel")
         if resolution.labels:
             nodes = list(resolution.labels)
             self._append(
