@@ -6,9 +6,10 @@ This module owns the only read-write connection; other threads use `.cursor()`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -128,12 +129,29 @@ class LoadResult(NamedTuple):
     """Stored identity components absorbed into others by this load."""
 
 
+class _Graph(NamedTuple):
+    """What the writer keeps of one namespace's identity graph (§5.2 state), so a batch's
+    identity step costs what the batch brings, not what the warehouse holds."""
+
+    labels: dict[identity.Node, str]
+    rules: set[int]
+    """Keys of the stored merge rules (_rule_key)."""
+
+
+def _rule_key(rule: MergeRule) -> int:
+    """128 bits of a rule's four values (None apart from any string)."""
+    text = "\x1f".join("\x00" if part is None else part for part in rule)
+    return int.from_bytes(hashlib.md5(text.encode("utf-8", "surrogatepass")).digest(), "little")
+
+
 class DuckDBWriter:
     """The one Writer (loader.microbatch.Writer) today: DuckDB through one connection."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
         self._tables: dict[str, dict[str, dict[str, ColumnType]]] = {}
+        self._graphs: dict[str, _Graph] = {}
+        self._after_commit: list[Callable[[], None]] = []
 
     def tables(self, namespace: str) -> dict[str, dict[str, ColumnType]]:
         if namespace not in self._tables:
@@ -216,9 +234,14 @@ class DuckDBWriter:
             self.con.execute("COMMIT")
         except BaseException:
             self._tables.clear()  # DDL of the failed transaction is gone too
+            self._graphs.clear()
+            self._after_commit.clear()
             with contextlib.suppress(duckdb.Error):
                 self.con.execute("ROLLBACK")
             raise
+        for remember in self._after_commit:
+            remember()
+        self._after_commit.clear()
         return LoadResult(batch.events, batch.duplicates, rows, discards, new_columns, merges)
 
     def install_views(self, namespace: str) -> None:
@@ -374,27 +397,14 @@ class DuckDBWriter:
 
         Returns how many stored components were absorbed by merges.
         """
-        ns = quote(namespace)
+        graph = self._graph(namespace)
         first: dict[MergeRule, dict[str, Any]] = {}
         for rule, envelope in rules:
             first.setdefault(rule, envelope)
-        candidates = list(first)
-        with self._registered("_batch_rules", _rules_table(candidates)):
-            fresh = self.con.execute(
-                f"""
-                SELECT idx FROM _batch_rules b WHERE NOT EXISTS (
-                    SELECT 1 FROM {ns}.rudder_identity_merge_rules r
-                    WHERE r.merge_property_1_type IS NOT DISTINCT FROM b.merge_property_1_type
-                      AND r.merge_property_1_value IS NOT DISTINCT FROM b.merge_property_1_value
-                      AND r.merge_property_2_type IS NOT DISTINCT FROM b.merge_property_2_type
-                      AND r.merge_property_2_value IS NOT DISTINCT FROM b.merge_property_2_value
-                ) ORDER BY idx
-                """
-            ).fetchall()
-        new_rules = [candidates[idx] for (idx,) in fresh]
+        new_rules = [rule for rule in first if _rule_key(rule) not in graph.rules]
         if not new_rules:
             return 0
-        self._append(namespace, "rudder_identity_merge_rules", _rules_table(new_rules, idx=False))
+        self._append(namespace, "rudder_identity_merge_rules", _rules_table(new_rules))
         edges = [rule for rule in new_rules if len(identity.nodes(rule)) == 2]
         if edges:
             self._append(
@@ -415,35 +425,61 @@ class DuckDBWriter:
                     }
                 ),
             )
-        touched = sorted({node for rule in new_rules for node in identity.nodes(rule)})
-        nodes = pa.table({"t": [n[0] for n in touched], "v": [n[1] for n in touched]})
-        with self._registered("_batch_nodes", nodes):
-            known = {
-                (kind, value): label
+        touched = {node for rule in new_rules for node in identity.nodes(rule)}
+        known = {node: graph.labels[node] for node in touched if node in graph.labels}
+        resolution = identity.resolve(new_rules, known)
+        relabelled = self._store_resolution(namespace, resolution, now)
+
+        def remember() -> None:  # after COMMIT only: the cache never runs ahead of the tables
+            graph.rules.update(_rule_key(rule) for rule in new_rules)
+            graph.labels.update(resolution.labels)
+            graph.labels.update(relabelled)
+
+        self._after_commit.append(remember)
+        return len(resolution.relabel)
+
+    def _graph(self, namespace: str) -> _Graph:
+        """The namespace's identity graph as stored, read once per process and then kept."""
+        graph = self._graphs.get(namespace)
+        if graph is None:
+            ns = quote(namespace)
+            rows = self.con.execute(
+                "SELECT merge_property_1_type, merge_property_1_value, merge_property_2_type, "
+                f"merge_property_2_value FROM {ns}.rudder_identity_merge_rules"
+            ).fetchall()
+            interned: dict[str, str] = {}
+            labels = {
+                (kind, value): interned.setdefault(label, label)
                 for kind, value, label in self.con.execute(
-                    f"SELECT m.merge_property_type, m.merge_property_value, m.rudder_id "
-                    f"FROM {ns}.rudder_identity_mappings m JOIN _batch_nodes b "
-                    "ON m.merge_property_type = b.t AND m.merge_property_value = b.v"
+                    "SELECT merge_property_type, merge_property_value, rudder_id "
+                    f"FROM {ns}.rudder_identity_mappings"
                 ).fetchall()
             }
-        resolution = identity.resolve(new_rules, known)
-        self._store_resolution(namespace, resolution, now)
-        return len(resolution.relabel)
+            graph = self._graphs[namespace] = _Graph(
+                labels, {_rule_key(MergeRule(*row)) for row in rows}
+            )
+        return graph
 
     def _store_resolution(
         self, namespace: str, resolution: identity.Resolution, now: datetime
-    ) -> None:
+    ) -> dict[identity.Node, str]:
+        """Relabel and insert; returns the stored identifiers that changed label."""
         ns = quote(namespace)
+        relabelled: dict[identity.Node, str] = {}
         if resolution.relabel:
             relabel = pa.table(
                 {"old": list(resolution.relabel), "new": list(resolution.relabel.values())}
             )
             with self._registered("_relabel", relabel):
-                self.con.execute(
-                    f"UPDATE {ns}.rudder_identity_mappings AS m SET rudder_id = r.new, "
-                    "updated_at = ? FROM _relabel r WHERE m.rudder_id = r.old",
-                    [now],
-                )
+                relabelled = {
+                    (kind, value): label
+                    for kind, value, label in self.con.execute(
+                        f"UPDATE {ns}.rudder_identity_mappings AS m SET rudder_id = r.new, "
+                        "updated_at = ? FROM _relabel r WHERE m.rudder_id = r.old "
+                        "RETURNING m.merge_property_type, m.merge_property_value, m.rudder_id",
+                        [now],
+                    ).fetchall()
+                }
             faults.point("relabel")
         if resolution.labels:
             nodes = list(resolution.labels)
@@ -459,6 +495,7 @@ class DuckDBWriter:
                     }
                 ),
             )
+        return relabelled
 
     def rebuild_identity(self, namespace: str) -> int:
         """§5.2 backfill: recompute every mapping from the stored rules; returns the node count.
@@ -479,6 +516,7 @@ class DuckDBWriter:
             resolution = identity.resolve(rules, {})
             self._store_resolution(namespace, resolution, datetime.now(UTC))
             self.con.execute("COMMIT")
+            self._graphs.pop(namespace, None)
         except BaseException:
             with contextlib.suppress(duckdb.Error):
                 self.con.execute("ROLLBACK")
@@ -529,16 +567,15 @@ def _arrow_table(
     return pa.table(arrays)
 
 
-def _rules_table(rules: Sequence[MergeRule], idx: bool = True) -> pa.Table:
-    columns: dict[str, Any] = {
-        "merge_property_1_type": pa.array([r.type1 for r in rules], pa.string()),
-        "merge_property_1_value": pa.array([r.value1 for r in rules], pa.string()),
-        "merge_property_2_type": pa.array([r.type2 for r in rules], pa.string()),
-        "merge_property_2_value": pa.array([r.value2 for r in rules], pa.string()),
-    }
-    if idx:
-        columns["idx"] = pa.array(range(len(rules)), pa.int64())
-    return pa.table(columns)
+def _rules_table(rules: Sequence[MergeRule]) -> pa.Table:
+    return pa.table(
+        {
+            "merge_property_1_type": pa.array([r.type1 for r in rules], pa.string()),
+            "merge_property_1_value": pa.array([r.value1 for r in rules], pa.string()),
+            "merge_property_2_type": pa.array([r.type2 for r in rules], pa.string()),
+            "merge_property_2_value": pa.array([r.value2 for r in rules], pa.string()),
+        }
+    )
 
 
 def _keys_table(keys: Sequence[int]) -> pa.Table:

@@ -81,39 +81,41 @@ def serve(pipeline: Pipeline, conn: Connection) -> None:
     failures = 0
     stopping = False
     while True:
+        wait = pipeline.settings.segment_max_age
         try:
             pipeline.drain()
             failures = 0
         except Exception as exc:  # the loop outlives any load: the spool keeps the events
-            delay = _BACKOFF[min(failures, len(_BACKOFF) - 1)]
+            wait = _BACKOFF[min(failures, len(_BACKOFF) - 1)]
             failures += 1
             if isinstance(exc, TransientError):
-                logger.warning("Load failed, retrying in %.1f s (nothing is lost): %s", delay, exc)
+                logger.warning("Load failed, retrying in %.1f s (nothing is lost): %s", wait, exc)
             else:
                 logger.exception(
-                    "Load failed unexpectedly, retrying in %.1f s (nothing is "
-                    "lost; please report this)",
-                    delay,
+                    "Load failed unexpectedly, retrying in %.1f s (nothing is lost; please "
+                    "report this)",
+                    wait,
                 )
-            if stopping:
-                return
-            time.sleep(delay)
-            continue
         if stopping:
             return
-        deadline = time.monotonic() + pipeline.settings.segment_max_age
-        while not stopping and conn.poll(max(0.0, deadline - time.monotonic())):
-            try:
-                message = conn.recv()
-            except EOFError:  # the HTTP process is gone: load what is sealed, then end
-                stopping = True
-                break
-            if message[0] == "stop":
-                stopping = True
-            elif message[0] == "sealed":
-                link.sealed(message[1])
-            elif message[0] == "wake":
-                break
+        stopping = _listen(conn, link, wait)
+
+
+def _listen(conn: Connection, link: Link, wait: float) -> bool:
+    """Hear the HTTP process for up to `wait` seconds (less if woken); True means stop."""
+    deadline = time.monotonic() + wait
+    while conn.poll(max(0.0, deadline - time.monotonic())):
+        try:
+            message = conn.recv()
+        except EOFError:  # the HTTP process is gone: load what is sealed, then end
+            return True
+        if message[0] == "stop":
+            return True
+        if message[0] == "sealed":
+            link.sealed(message[1])
+        elif message[0] == "wake":
+            return False
+    return False
 
 
 def run(settings: Settings, conn: Connection, admin: Callable[[Pipeline], Any] | None) -> None:
