@@ -27,8 +27,19 @@ format: $(STAMP)
 	$(BIN)/ruff format api loader migrations tests bench
 	$(BIN)/ruff check --fix api loader migrations tests bench
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# Each benchmark prints its figures next to the reference measured in the same run.
+bench: $(BENCH_STAMP)
 	$(BIN)/python bench/http_ingest.py
+	$(BIN)/python bench/load.py
+	$(BIN)/python bench/import.py
+	$(BIN)/python bench/identity.py
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -11,7 +11,6 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
 import orjson
@@ -158,7 +157,7 @@ def build(
                 "call_type": event.get("type"),
                 "received_at": event.get("receivedAt"),
             }
-            rule = _constrain(transformed.merge_rule, discards[namespace])
+            rule = _constrain(transformed.merge_rule, event.get("receivedAt"), discards[namespace])
             if rule is not None:
                 merge_rules[namespace].append((rule, envelope))
 
@@ -244,7 +243,7 @@ MAX_MERGE_PROPERTY_BYTES = 512
 """Type + value of one merge property, in UTF-8 bytes (§3.4, warehouse constraints)."""
 
 
-def _constrain(rule: MergeRule, discards: list[Discard]) -> MergeRule | None:
+def _constrain(rule: MergeRule, received_at: Any, discards: list[Discard]) -> MergeRule | None:
     """§5.2 step 1 and the warehouse constraints, on one event's merge rule.
 
     Blank or whitespace-only values are NULL: no rule without property 1, no property 2
@@ -268,7 +267,7 @@ def _constrain(rule: MergeRule, discards: list[Discard]) -> MergeRule | None:
                 replacement,
                 f"merge_property_{index}_value",
                 value,
-                datetime.now(UTC).isoformat(),
+                received_at,
                 f"merge property {kind!r} is longer than {MAX_MERGE_PROPERTY_BYTES} bytes "
                 "(type and value together)",
             )

@@ -97,14 +97,11 @@ class Pipeline:
         """
         assert self._writer is not None, "Pipeline.open() must run first"
         namespaces = {name: source.namespace for name, source in self.sources.items()}
-        with self._load_lock:
-            try:
-                batch = microbatch.build(self._writer, events, namespaces)
-                for namespace in {t.namespace for t in batch.tables} | set(batch.discards):
-                    warehouse.ensure_namespace(self.con, namespace)
-                return self._writer.write(batch, checkpoint=checkpoint)
-            except duckdb.Error as exc:
-                raise warehouse.classify(exc)(f"Importing {checkpoint.path}: {exc}") from exc
+        with self._load_lock, warehouse.batch_work(f"Importing {checkpoint.path}"):
+            batch = microbatch.build(self._writer, events, namespaces)
+            for namespace in {t.namespace for t in batch.tables} | set(batch.discards):
+                warehouse.ensure_namespace(self.con, namespace)
+            return self._writer.write(batch, checkpoint=checkpoint)
 
     def segment_loaded(self, segment_id: str) -> bool:
         assert self._writer is not None, "Pipeline.open() must run first"
@@ -169,13 +166,11 @@ class Pipeline:
         started = time.perf_counter()
         namespaces = {name: source.namespace for name, source in self.sources.items()}
         events = [pair for _, members in group for pair in members]
-        try:
+        with warehouse.batch_work(f"Loading segments {group[0][0]}.."):
             batch = microbatch.build(self._writer, events, namespaces)
             for namespace in {t.namespace for t in batch.tables} | set(batch.discards):
                 warehouse.ensure_namespace(self.con, namespace)
             result = self._writer.write(batch, _loaded_per_segment(group, batch.fresh_index))
-        except duckdb.Error as exc:
-            raise warehouse.classify(exc)(f"Loading segments {group[0][0]}..: {exc}") from exc
         for segment_id, _ in group:
             self.spool.complete(segment_id)
         loaded = result.events - result.duplicates

@@ -6,6 +6,7 @@ This module owns the only read-write connection; other threads use `.cursor()`.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import logging
 import warnings
@@ -540,6 +541,29 @@ class DuckDBWriter:
         finally:
             with contextlib.suppress(duckdb.Error):
                 self.con.unregister(name)
+
+
+@contextlib.contextmanager
+def batch_work(what: str) -> Iterator[None]:
+    """Around one micro-batch's build and write: errors translated once, gc paused.
+
+    A batch holds millions of small objects; the cycle collector would walk them again and
+    again for nothing (measured: 38% of the load time), and refcounting frees them anyway.
+    DuckDB's errors become Transient (retry) or Terminal (quarantine); so do data errors from
+    Arrow or Python on values that slipped past the rules, so one bad segment is put aside
+    instead of holding up every segment behind it.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    except duckdb.Error as exc:
+        raise classify(exc)(f"{what}: {exc}") from exc
+    except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+        raise TerminalError(f"{what}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def classify(exc: duckdb.Error) -> type[TransientError] | type[TerminalError]:
