@@ -367,7 +367,12 @@ def parse_args() -> argparse.Namespace:
     add("--events", type=int, default=1_000_000, help="events generated (default 1000000)")
     add("--dlt-events", type=int, default=100_000, help="events dlt loads (default 100000)")
     add("--seed", type=int, default=1, help="random seed of the generator (default 1)")
-    add("--load-max-events", type=int, default=200_000, help="ours: events/transaction (200000)")
+    add(
+        "--load-max-events",
+        type=int,
+        default=100_000,
+        help="events per transaction (100000, the setting's default)",
+    )
     add(
         "--dlt-python",
         default=sys.executable,

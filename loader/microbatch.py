@@ -195,7 +195,9 @@ def _type_table(
     over_cap: set[str] = set()
     cap = MAX_TABLE_COLUMNS - (0 if "uuid_ts" in columns else 1)  # uuid_ts counts too
     for row in rows:
-        for column, kind in row.types.items():
+        if not row.types.keys() - columns.keys():  # C-level: most rows bring nothing new
+            continue
+        for column, kind in row.types.items():  # in the row's order: the table's order
             if column in columns or column == "uuid_ts":  # uuid_ts is the load's, always
                 continue
             if len(columns) >= cap:
@@ -206,6 +208,9 @@ def _type_table(
     for row in rows:
         data = row.data
         types = row.types
+        if not over_cap and types.items() <= columns.items():  # every value fits its column
+            out.append(data)
+            continue
         mismatched = [
             c for c, kind in types.items() if columns.get(c, kind) != kind and c != "uuid_ts"
         ]

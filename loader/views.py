@@ -44,6 +44,7 @@ def install(namespace: str, tables: Mapping[str, Mapping[str, ColumnType]]) -> l
             "anonymous_key": (
                 "CAST(e.anonymous_id AS VARCHAR)" if "anonymous_id" in columns else "NULL"
             ),
+            "columns": "e.* EXCLUDE (rudder_id)" if "rudder_id" in columns else "e.*",
         }
         out += statements(
             "views/with_rudder_id.sql",

@@ -858,3 +858,25 @@ def test_status_before_any_load(wh: Warehouse) -> None:
     status = wh.pipeline.command("status", {})
     assert (status["rows"], status["events_loaded"], status["discards"]) == ({}, 0, 0)
     assert status["last_load"] is None
+
+
+def test_property_named_rudder_id_keeps_the_views_working(wh: Warehouse) -> None:
+    """A property `rudder_id` is an ordinary column of pages (§1.2, §2.1), while
+    pages_with_rudder_id and all_events give the identity graph's rudder_id (a fuzz find: the
+    two collided and all_events failed to cast the property into the graph's text ids)."""
+    wh.load(
+        [
+            {"type": "page", "messageId": "r1", "userId": "u1", "properties": {"rudder_id": 5}},
+            {"type": "identify", "messageId": "r2", "userId": "u1", "anonymousId": "a1"},
+        ]
+    )
+    assert wh.con.execute("SELECT rudder_id FROM main.pages").fetchall() == [(5,)]
+    label = wh.con.execute(
+        "SELECT rudder_id FROM main.rudder_identity_mappings WHERE merge_property_value = 'u1'"
+    ).fetchall()[0][0]
+    assert wh.con.execute("SELECT rudder_id FROM main.pages_with_rudder_id").fetchall() == [
+        (label,)
+    ]
+    assert wh.con.execute(
+        "SELECT call_type, rudder_id FROM main.all_events ORDER BY call_type"
+    ).fetchall() == [("identify", label), ("page", label)]
