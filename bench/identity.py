@@ -271,13 +271,26 @@ class TimedConnection:
         result = self._con.execute(sql) if params is None else self._con.execute(sql, params)
         kind = _kind(sql)
         self.parts[kind] += time.perf_counter() - started
-        if kind == "relabel":
-            row = result.fetchone()
-            self.counts["relabelled"] += row[0] if row else 0
+        if kind == "relabel":  # UPDATE ... RETURNING: one row per mapping rewritten
+            fetching = time.perf_counter()
+            rows = result.fetchall()
+            self.parts[kind] += time.perf_counter() - fetching
+            self.counts["relabelled"] += len(rows)
+            return _Rows(rows)
         return TimedResult(result, self.parts, kind)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._con, name)
+
+
+class _Rows:
+    """A result already fetched (the relabel's RETURNING rows)."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+
+    def fetchall(self) -> list[Any]:
+        return self._rows
 
 
 class WriteTimer:

@@ -67,6 +67,8 @@ class Batcher:
     async def submit(self, data: bytes, events: int) -> None:
         """Returns once `data` (whole encoded lines) is fsynced; raises Unavailable on 503."""
         self._admit()
+        if self._task is None or self._task.done():
+            raise Unavailable("the spool writer is not running (see the server log)")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((data, events, future))
         assert self._wake is not None, "Batcher.start() must run first"
@@ -131,10 +133,16 @@ class Batcher:
                 if not future.done():
                     future.set_exception(exc)
             return
-        except BaseException as exc:  # the requests must hear about it, then it propagates
+        except Exception as exc:  # answer 503 and keep writing: the next group may succeed
+            logger.exception("Spool writer failed on a group of %d requests", len(group))
             for _, _, future in group:
                 if not future.done():
                     future.set_exception(Unavailable(f"spool writer failed: {exc!r}"))
+            return
+        except BaseException as exc:  # cancelled: the requests must hear about it
+            for _, _, future in group:
+                if not future.done():
+                    future.set_exception(Unavailable(f"spool writer stopped: {exc!r}"))
             raise
         self.events_accepted += events
         for _, _, future in group:

@@ -70,7 +70,11 @@ class Spool:
         half-written, and Unavailable is raised: the caller answers 503.
         """
         if self._file is None:
-            self._open()
+            try:
+                self._open()
+            except OSError as exc:  # no inode, no directory block, quota: nothing written
+                self._abandon_open()
+                raise Unavailable(_reason(exc)) from exc
         assert self._file is not None, "segment must be open"
         start = self.open_bytes
         try:
@@ -83,8 +87,7 @@ class Spool:
             os.fsync(self._file)
         except OSError as exc:
             self._rollback(start)
-            reason = "disk full" if exc.errno == errno.ENOSPC else f"spool write failed ({exc})"
-            raise Unavailable(reason) from exc
+            raise Unavailable(_reason(exc)) from exc
         self.open_bytes = start + sum(len(chunk) for chunk in chunks)
         self.open_events += events
 
@@ -113,6 +116,14 @@ class Spool:
         _fsync_dir(self.open_dir)  # the new name must survive a crash too
         self.open_events = self.open_bytes = 0
         self.opened_at = time.monotonic()
+
+    def _abandon_open(self) -> None:
+        """A segment whose creation failed half-way (file made, directory not synced)."""
+        if self._file is not None:
+            os.close(self._file)
+        if self._segment_id is not None:
+            (self.open_dir / (self._segment_id + SUFFIX)).unlink(missing_ok=True)
+        self._file, self._segment_id = None, None
 
     def _rollback(self, length: int) -> None:
         assert self._file is not None, "segment must be open"
@@ -185,6 +196,12 @@ class Spool:
             with self.path(segment_id).open("rb") as file:
                 total += sum(chunk.count(b"\n") for chunk in iter(lambda: file.read(1 << 20), b""))
         return total
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full"
+    return f"spool write failed ({exc})"
 
 
 def _cut_torn_tail(path: Path) -> int:

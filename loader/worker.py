@@ -168,6 +168,7 @@ class LoaderHandle:
         self._ready: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Future[None]] = set()
+        self._stopping = False
 
     @property
     def alive(self) -> bool:
@@ -200,6 +201,7 @@ class LoaderHandle:
 
     async def stop(self) -> None:
         """Tell the loader to load what is sealed and end; wait for it."""
+        self._stopping = True
         self._send("stop")
         if self._worker is not None:
             await asyncio.to_thread(self._worker.join)
@@ -228,6 +230,8 @@ class LoaderHandle:
                         "see its log above."
                     )
                 )
+            elif self._stopping:
+                logger.info("The loader finished")
             else:
                 logger.error("The loader process ended; events stay in the spool until restart")
             return
