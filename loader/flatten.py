@@ -57,7 +57,7 @@ class TooManyColumns(LoaderError):
 
 
 # §1.1, in the order WHDefaultConfig.js applies them.
-_DEFAULT_RULES = (
+DEFAULT_RULES = (
     "id",
     "anonymous_id",
     "user_id",
@@ -72,12 +72,12 @@ _DEFAULT_RULES = (
 )
 # §2.1 "Reserved columns": a user key whose column is a rule column of its call is dropped.
 _RULE_COLUMNS: dict[str, frozenset[str]] = {
-    "track": frozenset((*_DEFAULT_RULES, "event_text", "record_id")),
-    "identify": frozenset(_DEFAULT_RULES),
-    "page": frozenset((*_DEFAULT_RULES, "name")),
-    "screen": frozenset((*_DEFAULT_RULES, "name")),
-    "group": frozenset((*_DEFAULT_RULES, "group_id")),
-    "alias": frozenset((*_DEFAULT_RULES, "previous_id")),
+    "track": frozenset((*DEFAULT_RULES, "event_text", "record_id")),
+    "identify": frozenset(DEFAULT_RULES),
+    "page": frozenset((*DEFAULT_RULES, "name")),
+    "screen": frozenset((*DEFAULT_RULES, "name")),
+    "group": frozenset((*DEFAULT_RULES, "group_id")),
+    "alias": frozenset((*DEFAULT_RULES, "previous_id")),
 }
 # §1.2: the sections flattened into each call's main row, in order (a later one wins).
 _SECTIONS: dict[str, tuple[tuple[str, str], ...]] = {

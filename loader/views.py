@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from loader.flatten import DEFAULT_RULES
 from loader.naming import quote
 from loader.sqlfiles import statements
 from loader.types import ColumnType
@@ -98,21 +99,8 @@ def _event_select(namespace: str, table: str, columns: Mapping[str, ColumnType])
     )
 
 
-_NOT_TRAITS = frozenset(
-    (
-        "id",
-        "uuid_ts",
-        "anonymous_id",
-        "sent_at",
-        "timestamp",
-        "received_at",
-        "original_timestamp",
-        "channel",
-        "context_ip",
-        "context_request_ip",
-        "context_passed_ip",
-    )
-)
+_NOT_TRAITS = frozenset((*DEFAULT_RULES, "uuid_ts"))
+"""The default-rule columns (§1.1): the last identify call's bookkeeping, not traits."""
 
 
 def _is_trait(column: str) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import httpx
 import orjson
 import pytest
@@ -75,6 +76,31 @@ def spooled(settings: Settings) -> list[dict[str, Any]]:
         for path in sorted((settings.spool_dir / folder).glob("*.jsonl")):
             records += [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
     return records
+
+
+def cli(
+    settings: Settings, *args: str, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m api ARGS` on the test's warehouse; `env` adds variables (crash points...)."""
+    return subprocess.run(
+        [sys.executable, "-m", "api", *args],
+        env={
+            **os.environ,
+            "LOADER_DATABASE": str(settings.database),
+            "LOADER_SPOOL_DIR": str(settings.spool_dir),
+            **env,
+        },
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def query(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
+    """Read the warehouse once no server holds it (the server is its only writer)."""
+    with duckdb.connect(str(settings.database), read_only=True) as con:
+        return con.execute(sql).fetchall()
 
 
 def free_port() -> int:

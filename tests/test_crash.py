@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import httpx
 import orjson
 import pytest
 
 from loader.settings import Settings
-from tests.conftest import ROOT, Server, basic
+from tests.conftest import Server, basic, cli as _cli, query as _query
 
 pytestmark = pytest.mark.slow
 
@@ -46,31 +45,6 @@ already, so the alias joins two stored components and the load relabels one (`re
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def _cli(
-    settings: Settings, *args: str, timeout: float = 120, **env: str
-) -> subprocess.CompletedProcess[str]:
-    """`python -m api ARGS` on the test's warehouse; `env` adds variables (crash points)."""
-    return subprocess.run(
-        [sys.executable, "-m", "api", *args],
-        env={
-            **os.environ,
-            "LOADER_DATABASE": str(settings.database),
-            "LOADER_SPOOL_DIR": str(settings.spool_dir),
-            **env,
-        },
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _query(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
-    """Read the warehouse after the server has stopped (it is the only writer while it runs)."""
-    with duckdb.connect(str(settings.database), read_only=True) as con:
-        return con.execute(sql).fetchall()
 
 
 def _tables(settings: Settings) -> set[str]:

@@ -3,46 +3,19 @@
 from __future__ import annotations
 
 import concurrent.futures
-import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
-import duckdb
 import httpx
 import orjson
 import pytest
 
 from loader.settings import Settings
-from tests.conftest import ROOT, Server, basic, load_case, spooled
+from tests.conftest import Server, basic, cli, load_case, query, spooled
 
 pytestmark = pytest.mark.slow
-
-
-def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "LOADER_DATABASE": str(settings.database),
-        "LOADER_SPOOL_DIR": str(settings.spool_dir),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "api", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def query(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
-    """Read the warehouse after the server has stopped (it is the only writer while it runs)."""
-    with duckdb.connect(str(settings.database), read_only=True) as con:
-        return con.execute(sql).fetchall()
 
 
 def test_every_call_type_is_spooled_exactly_as_enriched(server: Server) -> None:

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -33,7 +30,7 @@ from loader.pipeline import Pipeline
 from loader.settings import Settings
 from loader.spool import Spool
 from loader.types import Event
-from tests.conftest import ROOT, Server, basic
+from tests.conftest import Server, basic, cli
 
 RECEIVED = datetime(2024, 5, 1, 10, 0, 2, tzinfo=UTC)
 
@@ -599,22 +596,6 @@ def test_warehouse_partition_is_connected_components_and_rebuild_agrees(
 
 
 # -- end to end: HTTP -> spool -> loader -> `loader identity show|explain` -----------------
-
-
-def cli(config: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "LOADER_DATABASE": str(config.database),
-        "LOADER_SPOOL_DIR": str(config.spool_dir),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "api", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def cli_json(config: Settings, *args: str) -> Any:

@@ -25,12 +25,10 @@ import copy
 import csv
 import io
 import json
-import os
 import re
 import shutil
 import stat
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -52,7 +50,7 @@ from loader.query import QueryError, resolve_sql
 from loader.settings import Settings
 from loader.spool import Spool
 from loader.types import Event
-from tests.conftest import ROOT, Server, basic
+from tests.conftest import ROOT, Server, basic, cli
 
 RECEIVED = datetime(2024, 6, 1, 12, 0, 0, tzinfo=UTC)
 NAMED = [
@@ -207,24 +205,6 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         yield pipeline
     finally:
         pipeline.close()
-
-
-def cli(
-    settings: Settings, *args: str, timeout: float = 60, **env: str
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "api", *args],
-        env={
-            **os.environ,
-            "LOADER_DATABASE": str(settings.database),
-            "LOADER_SPOOL_DIR": str(settings.spool_dir),
-            **env,
-        },
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def json_rows(done: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
