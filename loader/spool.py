@@ -182,8 +182,12 @@ class Spool:
         segments = 0
         for entry in os.scandir(self.sealed_dir):
             if entry.name.endswith(SUFFIX):
+                try:
+                    size = entry.stat().st_size
+                except FileNotFoundError:  # loaded and removed by the loader meanwhile
+                    continue
                 segments += 1
-                sizes += entry.stat().st_size
+                sizes += size
                 oldest = entry.name if oldest is None else min(oldest, entry.name)
         failed = sum(1 for p in os.scandir(self.failed_dir) if p.name.endswith(SUFFIX))
         age = segment_age(oldest, time.time()) if oldest else 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,25 @@ def test_complete_removes_sealed_segment(tmp_path: Path) -> None:
     spool.complete(segment_id)
     assert spool.sealed() == []
     assert spool.backlog().segments == 0
+
+
+def test_backlog_skips_a_segment_removed_while_it_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loader removes loaded segments at any time; a count racing it must not fail (a
+    soak-test find: the FileNotFoundError became a 500)."""
+    spool = Spool(tmp_path)
+    for _ in range(2):
+        spool.append([b"x\n"], 1)
+        spool.seal()
+    real_scandir = os.scandir
+    first = spool.sealed()[0]
+
+    def scandir_then_remove(path: Path) -> Iterator[os.DirEntry[str]]:
+        entries = list(real_scandir(path))
+        if Path(path) == spool.sealed_dir:
+            spool.path(first).unlink()  # after listing, before stat: what the loader does
+        return iter(entries)
+
+    monkeypatch.setattr(os, "scandir", scandir_then_remove)
+    assert spool.backlog().segments == 1
