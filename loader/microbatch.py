@@ -1,6 +1,6 @@
-"""One micro-batch: spooled lines -> deduplicated, typed rows per table, handed to a Writer.
+"""One micro-batch: spooled lines -> deduplicated, typed rows per table, for a Backend.
 
-Pure but for the Writer calls; the Writer wraps them in one transaction (warehouse.py).
+Pure but for two reads from the backend (loader/backend.py), which writes it in one transaction.
 The rules: spec/warehouse.md §1-§4 (rows, names, types, coercion, discards, users).
 """
 
@@ -10,8 +10,8 @@ import hashlib
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
@@ -19,6 +19,9 @@ from loader.errors import SegmentCorrupt, TerminalError
 from loader.flatten import MergeRule, Row, TooManyColumns, transform
 from loader.schema import coerce, discard_text, merge_type
 from loader.types import ColumnType
+
+if TYPE_CHECKING:
+    from loader.backend import Backend
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +72,6 @@ class Batch(NamedTuple):
     """Positions (in the events given to build) of the events loaded, not skipped."""
 
 
-class Writer(Protocol):
-    """What a warehouse backend offers a micro-batch; DuckDB is the one implementation."""
-
-    def tables(self, namespace: str) -> dict[str, dict[str, ColumnType]]: ...
-
-    def seen(self, keys: Sequence[int]) -> set[int]: ...
-
-
 def message_key(source: str, message_id: str) -> int:
     """128-bit key of (source, messageId), the exactly-once identity of an event.
 
@@ -104,7 +99,7 @@ def read_segment(segment_id: str, data: bytes) -> list[tuple[str, dict[str, Any]
 
 
 def build(
-    writer: Writer,
+    writer: Backend,
     events: Iterable[tuple[str, dict[str, Any]]],
     namespaces: dict[str, str],
 ) -> Batch:

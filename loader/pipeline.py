@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 
 from loader import commands, importer, microbatch, sources, warehouse
+from loader.backend import Backend
 from loader.errors import TerminalError
 from loader.settings import Settings
 from loader.spool import Spool
@@ -42,7 +43,7 @@ class Pipeline:
         self.serving = False
         """True in a running server's loader process: queries are then read-only."""
         self._con: duckdb.DuckDBPyConnection | None = None
-        self._writer: warehouse.DuckDBWriter | None = None
+        self._writer: Backend | None = None
         self._command_lock = threading.Lock()
         self._load_lock = threading.Lock()
 

@@ -146,7 +146,7 @@ def _rule_key(rule: MergeRule) -> int:
 
 
 class DuckDBWriter:
-    """The one Writer (loader.microbatch.Writer) today: DuckDB through one connection."""
+    """The one Backend (loader/backend.py) today: DuckDB through one connection."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
