@@ -400,9 +400,10 @@ async def steady(port: int, requests: list[bytes], rate: float, conns: int) -> d
     }
 
 
-def process_tree_hwm(pid: int) -> list[float]:
-    """Peak RSS (VmHWM, MB) of pid and every descendant, pid first."""
-    peaks, todo = [], [pid]
+def process_tree_mb(pid: int, field: str = "VmHWM") -> list[float]:
+    """A /proc status field in MB (VmHWM: peak RSS, VmRSS: now) of pid and each descendant,
+    pid first."""
+    sizes, todo = [], [pid]
     while todo:
         p = todo.pop(0)
         try:
@@ -411,8 +412,10 @@ def process_tree_hwm(pid: int) -> list[float]:
                 todo += [int(c) for c in (task / "children").read_text().split()]
         except OSError:
             continue
-        peaks += [int(ln.split()[1]) / 1024 for ln in status.splitlines() if ln.startswith("VmHWM")]
-    return peaks
+        sizes += [
+            int(ln.split()[1]) / 1024 for ln in status.splitlines() if ln.startswith(field + ":")
+        ]
+    return sizes
 
 
 def mixed(
@@ -470,7 +473,7 @@ def mixed(
             if spool_state["backlog_segments"] == 0:
                 break
             time.sleep(0.5)
-        peaks = process_tree_hwm(server.pid)
+        peaks = process_tree_mb(server.pid)
         return {
             "idle": idle,
             "loaded": loaded,

@@ -46,6 +46,7 @@ from bench.http_ingest import (  # noqa: E402
     track_event,
     wait_healthy,
 )
+from bench.load import process_tree_mb  # noqa: E402
 
 PER_REQUEST = 10
 NAMES = ("Product Viewed", "Product Added", "Checkout Started", "Order Completed")
@@ -131,21 +132,6 @@ async def measure_max(port: int, key: str, conns: int, seconds: float) -> tuple[
     return (done - max(0, counted)) / seconds, tot.ok
 
 
-def tree_rss(pid: int) -> list[float]:
-    """VmRSS in MB of pid and each of its descendants, pid first."""
-    sizes, todo = [], [pid]
-    while todo:
-        p = todo.pop(0)
-        try:
-            status = Path(f"/proc/{p}/status").read_text()
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-        sizes += [int(ln.split()[1]) / 1024 for ln in status.splitlines() if ln[:6] == "VmRSS:"]
-    return sizes
-
-
 async def soak(
     args: argparse.Namespace, port: int, key: str, pid: int, rate: float
 ) -> tuple[Totals, list[list[float]]]:
@@ -170,7 +156,7 @@ async def soak(
             tot.window_ok, tot.latencies, tot.lag = 0, [], 0.0
             k = max(k, int((now - start) / args.interval)) + 1  # skip ticks a stall made us miss
             lat = sorted(lat) or [float("nan")]
-            sizes = tree_rss(pid)
+            sizes = process_tree_mb(pid, "VmRSS")
             rss_series.append(sizes)
             try:
                 spool = (await client.get(f"http://{HOST}:{port}/health")).json()["spool"]
