@@ -253,14 +253,17 @@ _named(
 )
 
 
-@main.command("import")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option(
+_SOURCE = click.option(
     "--source",
     default="default",
     show_default=True,
-    help="The source (and so the namespace) the events belong to.",
+    help="The source, and so the namespace (DuckDB schema), to work in.",
 )
+
+
+@main.command("import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@_SOURCE
 @click.option(
     "--on-error",
     type=click.Choice(["abort", "skip"]),
@@ -354,12 +357,7 @@ class _ProgressBar:
     metavar="NAME=VALUE",
     help="Bind $NAME in the SQL (repeatable); values are never pasted into the SQL.",
 )
-@click.option(
-    "--source",
-    default="default",
-    show_default=True,
-    help="Source whose namespace unqualified table names refer to.",
-)
+@_SOURCE
 @click.option(
     "--format",
     "fmt",
@@ -479,9 +477,6 @@ def identity() -> None:
     """The identity graph: which identifiers are one person (rudder_id), and why."""
 
 
-_SOURCE = click.option(
-    "--source", default="default", show_default=True, help="Source whose namespace to look in."
-)
 _FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 
 

@@ -52,11 +52,6 @@ class TableLoad(NamedTuple):
     """Values coerced to `columns`' types; absent keys are NULL."""
 
 
-class Segment(NamedTuple):
-    segment_id: str
-    lines: list[bytes]
-
-
 class Batch(NamedTuple):
     """What one transaction writes, all of it derived from the events."""
 

@@ -105,10 +105,6 @@ class Spool:
         self.open_events = self.open_bytes = 0
         return segment_id
 
-    def close(self) -> None:
-        """Seal what is open; called at shutdown."""
-        self.seal()
-
     def _open(self) -> None:
         self._segment_id = new_segment_id()
         path = self.open_dir / (self._segment_id + SUFFIX)
