@@ -149,16 +149,17 @@ def import_files(pipeline: Pipeline, args: dict[str, Any], progress: Progress) -
             f"`loader sources add {source}`."
         )
     rejects = args.get("rejects")
-    summary = importer.run(
-        [Path(p) for p in args["paths"]],
-        source=source,
-        on_error=args.get("on_error", "abort"),
-        rejects=Path(rejects) if rejects else None,
-        batch_size=int(args.get("batch_size") or pipeline.settings.load_max_events),
-        load=pipeline.import_batch,
-        checkpoint_of=pipeline.checkpoint,
-        progress=progress,
-    )
+    with warehouse.gc_paused():  # parsing too: see gc_paused
+        summary = importer.run(
+            [Path(p) for p in args["paths"]],
+            source=source,
+            on_error=args.get("on_error", "abort"),
+            rejects=Path(rejects) if rejects else None,
+            batch_size=int(args.get("batch_size") or pipeline.settings.load_max_events),
+            load=pipeline.import_batch,
+            checkpoint_of=pipeline.checkpoint,
+            progress=progress,
+        )
     return summary._asdict()
 
 

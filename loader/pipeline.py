@@ -122,7 +122,7 @@ class Pipeline:
 
     def drain(self) -> int:
         """Load every sealed segment, oldest first, in micro-batches; returns events loaded."""
-        with self._load_lock:
+        with self._load_lock, warehouse.gc_paused():
             loaded = 0
             group: list[SegmentEvents] = []
             size = 0

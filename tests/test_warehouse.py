@@ -6,6 +6,8 @@ Every test spools segments by hand, drains them into a DuckDB file in tmp_path a
 from __future__ import annotations
 
 import copy
+import gc
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +16,7 @@ import duckdb
 import orjson
 import pytest
 
-from loader import flatten, microbatch
+from loader import flatten, microbatch, warehouse
 from loader.enrich import enrich
 from loader.pipeline import Pipeline
 from loader.settings import Settings
@@ -880,3 +882,25 @@ def test_property_named_rudder_id_keeps_the_views_working(wh: Warehouse) -> None
     assert wh.con.execute(
         "SELECT call_type, rudder_id FROM main.all_events ORDER BY call_type"
     ).fetchall() == [("identify", label), ("page", label)]
+
+
+def test_gc_paused_brings_the_collector_back_after_overlapping_threads() -> None:
+    """Loading and an import pause gc from two threads; the last one out restores it."""
+    assert gc.isenabled()
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with warehouse.gc_paused():
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    first_in.wait(5)
+    with warehouse.gc_paused():
+        second_in.set()
+        first_out.wait(5)
+        assert not gc.isenabled()  # the first thread left, this one is still inside
+    worker.join(5)
+    assert gc.isenabled()
