@@ -35,6 +35,7 @@ _HELP = {
     "backlog_max_bytes": "Answer 503 while more than this many sealed bytes wait to load.",
     "min_free_bytes": "Answer 503 while less than this much disk is free for the spool.",
     "load_max_events": "Events loaded per warehouse transaction.",
+    "duckdb_memory_limit": "DuckDB's memory (e.g. 2GB); beyond it, it spills to disk.",
     "query_timeout": "Seconds a query may run before it is stopped.",
     "query_max_rows": "Rows a query returns at most.",
     "loader_in_thread": "Load in a thread of the HTTP process instead of its own process.",

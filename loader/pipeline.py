@@ -55,7 +55,9 @@ class Pipeline:
     def open(self, create_default: bool = False) -> None:
         """Migrate, connect, make sure every namespace exists, seal what a crash left open."""
         warehouse.migrate(self.settings.database)
-        self._con = warehouse.connect(self.settings.database)
+        self._con = warehouse.connect(
+            self.settings.database, memory_limit=self.settings.duckdb_memory_limit
+        )
         self._writer = warehouse.DuckDBWriter(self._con)
         if create_default and not sources.all_sources(self.con):
             self.created_default = sources.add(self.con, sources.DEFAULT_SOURCE)

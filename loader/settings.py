@@ -42,6 +42,9 @@ class Settings:
     """Free disk below which requests get 503 instead of risking a half-written append."""
     load_max_events: int = 100_000
     """Events loaded in one warehouse transaction (several segments may share one)."""
+    duckdb_memory_limit: str = "2GB"
+    """DuckDB's memory (its cache of table blocks, queries); beyond it, it spills to disk. Python's
+    own memory for a micro-batch comes on top (about 2 GB at load_max_events 100000)."""
     query_timeout: float = 60.0
     """Seconds a query may run before it is stopped."""
     query_max_rows: int = 100_000

@@ -20,7 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from loader import faults, identity, views
-from loader.errors import TerminalError, TransientError
+from loader.errors import ConfigError, TerminalError, TransientError
 from loader.flatten import MergeRule
 from loader.importer import Checkpoint
 from loader.microbatch import Batch, TableLoad
@@ -55,16 +55,28 @@ def migrate(database: Path) -> None:
             engine.dispose()
 
 
-def connect(database: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse; a lock held by another process becomes a clear TransientError."""
+def connect(
+    database: Path, read_only: bool = False, memory_limit: str | None = None
+) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse; a lock held by another process becomes a clear TransientError.
+
+    `memory_limit` bounds DuckDB's own memory (its cache of table blocks grows with the
+    warehouse otherwise, up to 80% of RAM); what a query needs beyond it spills to disk.
+    """
+    # No file access from SQL: queries through a running server must not read or write files,
+    # and the loader moves data through Arrow, never through paths.
+    config: dict[str, Any] = {"enable_external_access": False}
+    if memory_limit:
+        config["memory_limit"] = memory_limit
     try:
-        # No file access from SQL: queries through a running server must not read or write
-        # files, and the loader moves data through Arrow, never through paths.
-        con = duckdb.connect(
-            str(database), read_only=read_only, config={"enable_external_access": False}
-        )
-        con.execute("SET GLOBAL TimeZone = 'UTC'")  # for every cursor, not only this one
-        return con
+        con = duckdb.connect(str(database), read_only=read_only, config=config)
+    except (duckdb.ParserException, duckdb.InvalidInputException) as exc:
+        if memory_limit and "memory" in str(exc).lower():
+            raise ConfigError(
+                f"LOADER_DUCKDB_MEMORY_LIMIT={memory_limit!r} is not a memory size ({exc}); "
+                "use a number and a unit, such as 2GB or 512MB."
+            ) from None
+        raise
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise TransientError(
@@ -73,6 +85,8 @@ def connect(database: Path, read_only: bool = False) -> duckdb.DuckDBPyConnectio
                 "process and try again."
             ) from exc
         raise
+    con.execute("SET GLOBAL TimeZone = 'UTC'")  # for every cursor, not only this one
+    return con
 
 
 def ensure_namespace(con: duckdb.DuckDBPyConnection, namespace: str) -> None:

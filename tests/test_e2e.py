@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import threading
 import time
 import uuid
@@ -12,6 +13,7 @@ import httpx
 import orjson
 import pytest
 
+from loader.pipeline import Pipeline
 from loader.settings import Settings
 from tests.conftest import Server, basic, cli, load_case, query, spooled
 
@@ -136,3 +138,20 @@ def test_sigkill_mid_stream_loses_no_acknowledged_event(tmp_path: Path) -> None:
     assert set(acked) <= set(loaded), "an acknowledged event was lost"
     tracks = query(settings, "select count(*), count(distinct id) from main.tracks")[0]
     assert tracks[0] == tracks[1] == len(loaded)
+
+
+def test_duckdb_memory_limit_is_applied_and_a_bad_one_is_named(settings: Settings) -> None:
+    """DuckDB's cache is bounded (it otherwise grows with the warehouse); a value that is not a
+    size stops the command with a message naming it."""
+    pipeline = Pipeline(dataclasses.replace(settings, duckdb_memory_limit="256MB"))
+    pipeline.open(create_default=True)
+    try:
+        [(limit,)] = pipeline.con.execute("SELECT current_setting('memory_limit')").fetchall()
+    finally:
+        pipeline.close()
+    assert limit == "244.1 MiB"  # DuckDB shows 256 MB in MiB
+
+    failed = cli(settings, "status", LOADER_DUCKDB_MEMORY_LIMIT="lots")
+    assert failed.returncode != 0
+    assert "LOADER_DUCKDB_MEMORY_LIMIT='lots' is not a memory size" in failed.stderr
+    assert "Traceback" not in failed.stderr
