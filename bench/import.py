@@ -370,8 +370,8 @@ def parse_args() -> argparse.Namespace:
     add(
         "--load-max-events",
         type=int,
-        default=100_000,
-        help="events per transaction (100000, the setting's default)",
+        default=50_000,
+        help="events per transaction (50000, the setting's default)",
     )
     add(
         "--dlt-python",

@@ -639,12 +639,12 @@ def parse_args() -> argparse.Namespace:
     add = parser.add_argument
     add("--events", type=int, default=1_000_000, help="events generated (default 1000000)")
     add("--seed", type=int, default=1, help="random seed of the generator (default 1)")
-    add("--segment-events", type=int, default=100_000, help="events per spool segment (100000)")
+    add("--segment-events", type=int, default=50_000, help="events per spool segment (50000)")
     add(
         "--load-max-events",
         type=int,
-        default=100_000,
-        help="events per transaction (100000, the setting's default)",
+        default=50_000,
+        help="events per transaction (50000, the setting's default)",
     )
     add("--rounds", type=int, default=1, help="rounds of read_json + ours, alternating (1)")
     add("--profile", action="store_true", help="cProfile our drain, top 25 to stderr")

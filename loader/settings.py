@@ -32,7 +32,7 @@ class Settings:
     """Peers whose X-Forwarded-For is believed for `request_ip`."""
     body_timeout: float = 30.0
     """Seconds a request body may take to arrive; slower clients get a 400."""
-    segment_max_events: int = 100_000
+    segment_max_events: int = 50_000
     segment_max_bytes: int = 64 * 1024 * 1024
     segment_max_age: float = 1.0
     """Seconds an open segment may wait before it is sealed for loading."""
@@ -40,11 +40,11 @@ class Settings:
     """Sealed bytes waiting to load above which requests get 503."""
     min_free_bytes: int = 64 * 1024 * 1024
     """Free disk below which requests get 503 instead of risking a half-written append."""
-    load_max_events: int = 100_000
+    load_max_events: int = 50_000
     """Events loaded in one warehouse transaction (several segments may share one)."""
     duckdb_memory_limit: str = "2GB"
     """DuckDB's memory (its cache of table blocks, queries); beyond it, it spills to disk. Python's
-    own memory for a micro-batch comes on top (about 2 GB at load_max_events 100000)."""
+    own memory for a micro-batch comes on top (about 1.3 GB at load_max_events 50000)."""
     query_timeout: float = 60.0
     """Seconds a query may run before it is stopped."""
     query_max_rows: int = 100_000
