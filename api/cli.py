@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import dataclasses
 import json
@@ -122,12 +121,12 @@ def serve(**flags: Any) -> None:
     The first start on an empty warehouse creates the source `default` (namespace `main`)
     and prints its write key once. Stop with Ctrl-C: requests in flight finish first.
     """
-    from api.server import serve as run_server
+    from api.server import run as run_server
 
     settings = _settings(**flags)
     _configure_logging(settings.log_level)
     try:
-        asyncio.run(run_server(settings))
+        run_server(settings)
     except LoaderError as exc:
         raise click.ClickException(str(exc)) from None
 

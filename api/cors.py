@@ -16,23 +16,26 @@ class CORSMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        origin = headers.get("origin", "")
         method = scope["method"]
-        requested = headers.get("access-control-request-method")
-        if method == "OPTIONS" and requested is not None:
-            await send(_preflight(origin, requested, headers))
-            await send({"type": "http.response.body", "body": b""})
-            return
+        if method == "OPTIONS":
+            headers = Headers(scope=scope)
+            requested = headers.get("access-control-request-method")
+            if requested is not None:
+                await send(_preflight(headers.get("origin", ""), requested, headers))
+                await send({"type": "http.response.body", "body": b""})
+                return
+        # The raw (lower-case) names, first one wins as with Headers.get: no Headers object and
+        # no KeyError for the usual request that has no Origin.
+        origin = next((value for name, value in scope["headers"] if name == b"origin"), b"")
+        extra = [(b"vary", b"Origin")]
+        if origin and method in _SIMPLE_METHODS:
+            extra += [
+                (b"access-control-allow-origin", origin),
+                (b"access-control-allow-credentials", b"true"),
+            ]
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
-                extra = [(b"vary", b"Origin")]
-                if origin and method in _SIMPLE_METHODS:
-                    extra += [
-                        (b"access-control-allow-origin", origin.encode("latin-1")),
-                        (b"access-control-allow-credentials", b"true"),
-                    ]
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 

@@ -26,6 +26,6 @@ async def handle(request: Request, exc: Exception) -> Response:
         headers["Retry-After"] = str(exc.retry_after)
     if status >= 500:
         logger.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
-    else:
+    elif logger.isEnabledFor(logging.DEBUG):  # request.url is built even when nothing logs
         logger.debug("%s %s -> %d: %s", request.method, request.url.path, status, exc)
     return PlainTextResponse(str(exc).splitlines()[0] + "\n", status, headers=headers)

@@ -29,7 +29,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head, self._head_bytes, self._raw_head = True, 0, 0
-        self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._head_too_slow)
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -64,10 +63,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserError:
             self._invalid()
             return
-        if in_head and self._in_head:
-            self._raw_head += len(data)
-            if self._raw_head > MAX_HEAD_BYTES:  # a head still incomplete past the limit
-                self._refuse()
+        if self._in_head:  # a head is still incomplete at the end of this chunk
+            if self._head_timer is None:
+                # Armed only now: most heads arrive whole in the chunk that begins them, and
+                # then no timer is made and cancelled for each request.
+                self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._head_too_slow)
+            if in_head:
+                self._raw_head += len(data)
+                if self._raw_head > MAX_HEAD_BYTES:  # a head still incomplete past the limit
+                    self._refuse()
 
     def _invalid(self) -> None:
         self.send_400_response("Invalid HTTP request received.")

@@ -57,6 +57,24 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_BacklogCollector(backlog))
+        # Labelled children by label values: labels() takes a lock and checks its arguments on
+        # every call, which the request path does not need to pay each time.
+        self._requests: dict[tuple[str, int], Counter] = {}
+        self._accepted: dict[str, Counter] = {}
+
+    def request(self, endpoint: str, status: int) -> None:
+        """One response; `endpoint` must come from a bounded set (paths, or "other")."""
+        child = self._requests.get((endpoint, status))
+        if child is None:
+            child = self._requests[endpoint, status] = self.requests.labels(endpoint, str(status))
+        child.inc()
+
+    def accepted(self, source: str, events: int) -> None:
+        """`events` of `source` acknowledged."""
+        child = self._accepted.get(source)
+        if child is None:
+            child = self._accepted[source] = self.events_accepted.labels(source)
+        child.inc(events)
 
     def loaded(self, report: dict[str, Any]) -> None:
         """A load report from the loader (Pipeline.on_loaded)."""

@@ -116,6 +116,8 @@ def identifier(value: Any) -> str:
     "" means absent. Numbers, booleans and objects count as present through their JSON text.
     """
     if isinstance(value, str):
+        if value.isascii() and value.isprintable():  # the usual id: nothing to sanitize
+            return value.strip(" ")
         text = value
     elif value is None:
         return ""

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -185,6 +186,14 @@ class LoaderHandle:
             context = multiprocessing.get_context("spawn")
             self._worker = context.Process(target=run, args=args, name="loader", daemon=True)
         self._worker.start()
+        if isinstance(self._worker, multiprocessing.process.BaseProcess) and self._worker.pid:
+            # Loading is CPU-heavy and can wait (the spool holds the events); a request waits
+            # for its 200. On a machine with few cores the loader must not take the CPU from
+            # the HTTP process, so it runs at niceness 10: it still gets every idle cycle, and
+            # a backlog that grows too long turns into 503s (backlog_max_bytes). Set right after
+            # the spawn, long before the child opens DuckDB and starts threads (which inherit it).
+            with contextlib.suppress(OSError):  # gone already, or not allowed: run as it is
+                os.setpriority(os.PRIO_PROCESS, self._worker.pid, 10)
         self._conn = ours
         self._ready = self._loop.create_future()
         self._loop.add_reader(ours.fileno(), self._receive)
