@@ -360,6 +360,8 @@ dlt:
 
 
 def parse_args() -> argparse.Namespace:
+    from loader.settings import Settings
+
     parser = argparse.ArgumentParser(
         description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -367,11 +369,12 @@ def parse_args() -> argparse.Namespace:
     add("--events", type=int, default=1_000_000, help="events generated (default 1000000)")
     add("--dlt-events", type=int, default=100_000, help="events dlt loads (default 100000)")
     add("--seed", type=int, default=1, help="random seed of the generator (default 1)")
+    load_max = Settings().load_max_events  # the setting's default, not a copy of it
     add(
         "--load-max-events",
         type=int,
-        default=50_000,
-        help="events per transaction (50000, the setting's default)",
+        default=load_max,
+        help=f"events per transaction ({load_max}, the setting's default)",
     )
     add(
         "--dlt-python",

@@ -633,18 +633,27 @@ EPILOG = """output:
 
 
 def parse_args() -> argparse.Namespace:
+    from loader.settings import Settings
+
     parser = argparse.ArgumentParser(
         description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add = parser.add_argument
     add("--events", type=int, default=1_000_000, help="events generated (default 1000000)")
     add("--seed", type=int, default=1, help="random seed of the generator (default 1)")
-    add("--segment-events", type=int, default=50_000, help="events per spool segment (50000)")
+    segment_max = Settings().segment_max_events
+    add(
+        "--segment-events",
+        type=int,
+        default=segment_max,
+        help=f"events per spool segment ({segment_max}, the setting's default)",
+    )
+    load_max = Settings().load_max_events  # the setting's default, not a copy of it
     add(
         "--load-max-events",
         type=int,
-        default=50_000,
-        help="events per transaction (50000, the setting's default)",
+        default=load_max,
+        help=f"events per transaction ({load_max}, the setting's default)",
     )
     add("--rounds", type=int, default=1, help="rounds of read_json + ours, alternating (1)")
     add("--profile", action="store_true", help="cProfile our drain, top 25 to stderr")
