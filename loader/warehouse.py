@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def migrate(database: Path) -> None:
+def migrate(database: Path, revision: str = "head") -> None:
     """`alembic upgrade head` on the warehouse file; run before the writer connection opens."""
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per start is enough
     from alembic import command
@@ -50,7 +50,7 @@ def migrate(database: Path) -> None:
                 config = Config()
                 config.set_main_option("script_location", str(MIGRATIONS_DIR))
                 config.attributes["connection"] = connection
-                command.upgrade(config, "head")
+                command.upgrade(config, revision)
         finally:
             engine.dispose()
 

@@ -712,6 +712,51 @@ def test_same_events_in_two_segments_load_once(wh: Warehouse) -> None:
     assert wh.merge_rules() == rules
 
 
+def test_keys_of_a_0002_warehouse_survive_the_index_free_migration(settings: Settings) -> None:
+    """Migration 0003 drops the ART index of `_message_ids` (unbounded memory) and keeps its
+    keys: an event loaded before the upgrade is still a repeat after it (spec/http-api.md
+    "Duplicates")."""
+    warehouse.migrate(settings.database, "0002")
+    con = duckdb.connect(str(settings.database))
+    con.execute("INSERT INTO _message_ids SELECT md5_number('default' || chr(0) || 'old-1')")
+    con.close()
+    wh = Warehouse(settings)  # migrates to head
+    try:
+        assert wh.query("SELECT count(*) AS n FROM duckdb_indexes()") == [{"n": 0}]
+        assert wh.query(
+            "SELECT constraint_type FROM duckdb_constraints() WHERE table_name = '_message_ids'"
+        ) == [{"constraint_type": "NOT NULL"}]
+        wh.load([{"type": "track", "event": "Old", "messageId": "old-1", "userId": "u"}])
+        wh.load([{"type": "track", "event": "New", "messageId": "new-1", "userId": "u"}])
+        assert wh.query("SELECT id FROM tracks") == [{"id": "new-1"}]
+        assert wh.count("_message_ids") == 2
+    finally:
+        wh.close()
+
+
+def test_check_reports_rows_and_keys_that_break_exactly_once(wh: Warehouse) -> None:
+    """`loader check` (issue #7's consistency check) finds a row loaded twice, a row without
+    its key and a key stored twice; a clean warehouse passes."""
+    wh.load(
+        [
+            {"type": "track", "event": "Clicked", "messageId": f"m-{i}", "userId": "u"}
+            for i in range(3)
+        ]
+    )
+    assert wh.pipeline.command("check", {})["problems"] == []
+    wh.con.execute("INSERT INTO tracks SELECT * FROM tracks WHERE id = 'm-0'")
+    wh.con.execute("UPDATE clicked SET id = 'm-9' WHERE id = 'm-1'")
+    wh.con.execute("INSERT INTO _message_ids SELECT key FROM _message_ids LIMIT 1")
+    report = wh.pipeline.command("check", {})
+    assert not report["ok"]
+    assert sorted(report["problems"]) == [
+        "_message_ids: 1 exactly-once keys stored twice",
+        "main.clicked: 1 rows without their exactly-once key",
+        "main.clicked: 1 rows without their tracks row",
+        "main.tracks: 1 rows repeat a message id",
+    ]
+
+
 def test_same_message_id_twice_in_one_segment_loads_once(wh: Warehouse) -> None:
     """A retried request within one segment: one row per table, all from the same event."""
     event = {"type": "track", "event": "Clicked", "messageId": "dup", "userId": "u1"}
