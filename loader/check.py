@@ -1,8 +1,8 @@
 """`loader check`: the warehouse's consistency after anything, crashes included.
 
 Every rule's identifiers are mapped, once; the mappings' partition is the one the rules give;
-every event row has its exactly-once key and no message id is loaded twice; every event-table
-row has its `tracks` row; every user is an identified user. Read-only.
+every event row has its exactly-once key, stored once, and no message id is loaded twice;
+every event-table row has its `tracks` row; every user is an identified user. Read-only.
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ def check(pipeline: Pipeline, args: dict[str, Any]) -> dict[str, Any]:
             )
             if stray:
                 problems.append(f"{ns}.users: {stray} users without an identify")
+    twice = _one(cur, "SELECT count(*) - count(DISTINCT key) FROM main._message_ids")
+    if twice:  # no index enforces it (migration 0003): the loader's dedup does
+        problems.append(f"_message_ids: {twice} exactly-once keys stored twice")
     leftovers = [s for s in pipeline.spool.sealed() if pipeline.segment_loaded(s)]
     if leftovers:
         problems.append(
