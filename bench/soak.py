@@ -166,8 +166,9 @@ async def soak(
                 backlog, failed = type(exc).__name__, "?"
             rss = f"{sum(sizes):.0f} ({' + '.join(f'{s:.0f}' for s in sizes)})"
             p50, p99 = 1000 * lat[len(lat) // 2], 1000 * lat[int(len(lat) * 0.99)]
+            when = "tail" if done.is_set() else f"{now - start:.0f}s"  # tail: after --duration
             print(
-                f"{now - start:6.0f}s {ok / (now - last):9.0f} {p50:7.1f} {p99:7.1f} "
+                f"{when:>7} {ok / (now - last):9.0f} {p50:7.1f} {p99:7.1f} "
                 f"{1000 * lag:7.0f} {rss:>30} {backlog:>8} {failed:>6}",
                 flush=True,
             )
@@ -305,7 +306,7 @@ EPILOG = """output:
     rss MB    VmRSS of the server's process tree: total (HTTP process + loader + other children)
     backlog   sealed spool segments / bytes waiting to load, from GET /health
     failed    failed spool segments
-  A last line covers what is answered after --duration (a stall delays requests).
+  A last line, `tail`, covers what is answered after --duration (a stall delays requests).
   at the end: events sent, acknowledged (200), non-200 answers and errors (client timeout 30 s)
   by status; the flush result; events sent = acknowledged = distinct ids loaded in main.tracks
   and main.identifies (rows also counted: more rows than ids would be duplicates): OK/MISMATCH;
