@@ -389,16 +389,17 @@ def parse_args() -> argparse.Namespace:
         "dlt (default: default,parquet)",
     )
     add("--workdir", type=Path, help="where data and databases go (default: a temporary dir)")
-    add("--internal", nargs=2, help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
 def main() -> None:
-    args = parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress in a file
-    if args.internal:
-        internal(args.internal[0], json.loads(args.internal[1]))
+    if sys.argv[1:2] == ["--internal"]:
+        # One part, maybe under --dlt-python: a venv without this project, so before
+        # parse_args (which reads our Settings).
+        internal(sys.argv[2], json.loads(sys.argv[3]))
         return
+    args = parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-import-"))
     work.mkdir(parents=True, exist_ok=True)
     if any(work.iterdir()):
