@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -49,6 +50,7 @@ from bench.http_ingest import (  # noqa: E402
 from bench.load import process_tree_mb  # noqa: E402
 
 PER_REQUEST = 10
+DUCKDB_MEMORY = re.compile(r"^loader_duckdb_memory_bytes (\S+)$", re.MULTILINE)
 NAMES = ("Product Viewed", "Product Added", "Checkout Started", "Order Completed")
 TRACK: dict[str, Any] = track_event(0)  # type: ignore[assignment]
 IDENTIFY = {k: v for k, v in TRACK.items() if k not in ("event", "properties", "type")}
@@ -141,7 +143,7 @@ async def soak(
     workers = [asyncio.create_task(worker(port, queue, tot)) for _ in range(args.connections)]
     print(
         f"{'elapsed':>7} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'lag ms':>7} "
-        f"{'rss MB (server + children)':>30} {'backlog':>8} {'failed':>6}",
+        f"{'rss MB (server + children)':>30} {'duckdb MB':>9} {'backlog':>8} {'failed':>6}",
         flush=True,
     )
 
@@ -162,14 +164,17 @@ async def soak(
                 spool = (await client.get(f"http://{HOST}:{port}/health")).json()["spool"]
                 backlog = f"{spool['backlog_segments']}/{spool['backlog_bytes'] / 1e6:.0f}MB"
                 failed = str(spool["failed_segments"])
+                metrics = (await client.get(f"http://{HOST}:{port}/metrics")).text
+                found = DUCKDB_MEMORY.search(metrics)
+                duckdb_mb = f"{float(found.group(1)) / 1e6:.0f}" if found else "?"
             except (httpx.HTTPError, ValueError, KeyError) as exc:
-                backlog, failed = type(exc).__name__, "?"
+                backlog, failed, duckdb_mb = type(exc).__name__, "?", "?"
             rss = f"{sum(sizes):.0f} ({' + '.join(f'{s:.0f}' for s in sizes)})"
             p50, p99 = 1000 * lat[len(lat) // 2], 1000 * lat[int(len(lat) * 0.99)]
             when = "tail" if done.is_set() else f"{now - start:.0f}s"  # tail: after --duration
             print(
                 f"{when:>7} {ok / (now - last):9.0f} {p50:7.1f} {p99:7.1f} "
-                f"{1000 * lag:7.0f} {rss:>30} {backlog:>8} {failed:>6}",
+                f"{1000 * lag:7.0f} {rss:>30} {duckdb_mb:>9} {backlog:>8} {failed:>6}",
                 flush=True,
             )
             last = now
@@ -304,6 +309,8 @@ EPILOG = """output:
     lag ms    worst delay of a request's queueing behind its schedule (the generator or the
               bounded queue falling behind; ~0 when the rate is sustained)
     rss MB    VmRSS of the server's process tree: total (HTTP process + loader + other children)
+    duckdb MB DuckDB's own memory in the loader after its last load (mostly cached blocks,
+              capped by --duckdb-memory-limit), from GET /metrics
     backlog   sealed spool segments / bytes waiting to load, from GET /health
     failed    failed spool segments
   A last line, `tail`, covers what is answered after --duration (a stall delays requests).

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -56,6 +56,12 @@ class Metrics:
             "Identity components absorbed into another.",
             registry=self.registry,
         )
+        self.duckdb_memory = Gauge(
+            "loader_duckdb_memory_bytes",
+            "DuckDB's own memory after the last load (duckdb_memory(); mostly its block cache, "
+            "which --duckdb-memory-limit caps).",
+            registry=self.registry,
+        )
         self.registry.register(_BacklogCollector(backlog))
         # Labelled children by label values: labels() takes a lock and checks its arguments on
         # every call, which the request path does not need to pay each time.
@@ -85,6 +91,7 @@ class Metrics:
         self.merges.inc(report["merges"])
         for table, count in report["rows"].items():
             self.rows.labels(table).inc(count)
+        self.duckdb_memory.set(report["duckdb_memory_bytes"])
 
 
 class _BacklogCollector(Collector):

@@ -186,6 +186,7 @@ class Pipeline:
                 "discards": result.discards,
                 "merges": result.merges,
                 "rows": result.rows,
+                "duckdb_memory_bytes": warehouse.memory_bytes(self.con),
             }
         )
         logger.info(

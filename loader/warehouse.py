@@ -34,7 +34,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def migrate(database: Path, revision: str = "head") -> None:
-    """`alembic upgrade head` on the warehouse file; run before the writer connection opens."""
+    """`alembic upgrade <revision>` (head) on the warehouse file; run before the writer
+    connection opens. Tests pass an older revision to build a warehouse of that age."""
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per start is enough
     from alembic import command
     from alembic.config import Config
@@ -87,6 +88,14 @@ def connect(
         raise
     con.execute("SET GLOBAL TimeZone = 'UTC'")  # for every cursor, not only this one
     return con
+
+
+def memory_bytes(con: duckdb.DuckDBPyConnection) -> int:
+    """DuckDB's own memory now (buffers it tracks: cached blocks, indexes, transactions)."""
+    # fetchall, not fetchone: DuckDB 2 keeps a result that was not read to its end open, and
+    # the connection refuses other work until it is.
+    [(total,)] = con.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchall()
+    return int(total or 0)
 
 
 def ensure_namespace(con: duckdb.DuckDBPyConnection, namespace: str) -> None:

@@ -41,6 +41,7 @@ def test_metrics_count_requests_events_and_loads(
     assert _value(text, "loader_rows_loaded_total", 'table="main.tracks"') == 3
     assert _value(text, "loader_rows_loaded_total", 'table="main.paid"') == 3
     assert _value(text, "loader_load_duration_seconds_count") >= 1
+    assert _value(text, "loader_duckdb_memory_bytes") > 0
     assert _value(text, "loader_spool_backlog_segments") == 0
     assert _value(text, "loader_spool_failed_segments") == 0
     assert client.get("/metrics").headers["content-type"].startswith("text/plain")

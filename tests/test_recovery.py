@@ -138,6 +138,27 @@ def test_segment_duckdb_rejects_is_quarantined_others_in_its_batch_load(wh: Ware
     assert wh.spool.sealed() == []
 
 
+def test_quarantined_segment_moved_back_by_hand_loads_once(wh: Warehouse) -> None:
+    """What the README tells an operator: once the cause is fixed (here, the column narrowed
+    by hand is widened again), moving a failed segment back into sealed/ loads it, once."""
+    narrow_qty_column(wh)
+    bad = wh.spool_events([track("t-2", qty=3), track("t-3", qty=2**40)])
+    wh.pipeline.drain()
+    assert failed(wh) == [f"{bad}.error", f"{bad}{SUFFIX}"]
+    wh.con.execute("ALTER TABLE main.clicked ALTER COLUMN qty TYPE BIGINT")
+    (wh.spool.failed_dir / f"{bad}{SUFFIX}").rename(wh.spool.sealed_dir / f"{bad}{SUFFIX}")
+    (wh.spool.failed_dir / f"{bad}.error").unlink()
+    assert wh.pipeline.drain() == 2
+    assert [(r["id"], r["qty"]) for r in wh.rows("clicked")] == [
+        ("t-0", 1),
+        ("t-2", 3),
+        ("t-3", 2**40),
+    ]
+    assert bad in loads(wh)
+    assert (failed(wh), wh.spool.sealed()) == ([], [])
+    assert wh.pipeline.drain() == 0
+
+
 def test_recover_seals_open_segment_and_cuts_torn_line(settings: Settings) -> None:
     """Crash mid-write: open/ holds a segment whose last line is torn (never acknowledged).
     Pipeline.open() seals it without the torn tail; drain() loads the whole lines."""
