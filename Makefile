@@ -39,6 +39,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/import.py
 	$(BIN)/python bench/identity.py
+	$(BIN)/python bench/dedup.py
 	$(BIN)/python bench/soak.py
 
 clean:
