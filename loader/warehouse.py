@@ -11,6 +11,7 @@ import hashlib
 import logging
 import threading
 import warnings
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -626,12 +627,23 @@ def classify(exc: duckdb.Error) -> type[TransientError] | type[TerminalError]:
 def _arrow_table(
     columns: dict[str, ColumnType], rows: list[dict[str, Any]], now: datetime
 ) -> pa.Table:
-    """Rows as a typed Arrow table (datetimes parsed from their ISO text), uuid_ts = now."""
+    """Rows as a typed Arrow table (datetimes parsed from their ISO text), uuid_ts = now.
+
+    The rows are transposed row by row, reading each dict once in its own order: reading them
+    column by column (`row.get(column)` for every column of every row) jumps between dicts
+    and was 3 times slower on a 50k-event batch. A key outside `columns` (a row's own
+    `uuid_ts`) lands in a list that is never read.
+    """
+    width = len(rows)
+    values: defaultdict[str, list[Any]] = defaultdict(lambda: [None] * width)
+    for index, row in enumerate(rows):
+        for column, value in row.items():
+            values[column][index] = value
     arrays = {}
     for column, kind in columns.items():
         if column == "uuid_ts":
             continue
-        array = pa.array([row.get(column) for row in rows], _ARROW[kind])
+        array = pa.array(values[column], _ARROW[kind])
         arrays[column] = array.cast(_TIMESTAMP) if kind == "datetime" else array
     arrays["uuid_ts"] = pa.array([now] * len(rows), _TIMESTAMP)
     return pa.table(arrays)
