@@ -185,7 +185,7 @@ def _type_table(
     over_cap: set[str] = set()
     cap = MAX_TABLE_COLUMNS - (0 if "uuid_ts" in columns else 1)  # uuid_ts counts too
     for row in rows:
-        if not row.types.keys() - columns.keys():  # C-level: most rows bring nothing new
+        if row.types.keys() <= columns.keys():  # no set built; most rows bring nothing new
             continue
         for column, kind in row.types.items():  # in the row's order: the table's order
             if column in columns or column == "uuid_ts":  # uuid_ts is the load's, always
