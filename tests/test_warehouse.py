@@ -826,6 +826,56 @@ def test_column_cap_stops_new_columns_and_discards_them(
         assert str(cap) in d["reason"] and "wide" in d["reason"]
 
 
+@pytest.mark.parametrize("cells", [warehouse._TRANSPOSED_CELLS, 5])
+def test_sparse_rows_load_the_same_transposed_whole_or_a_slice_of_columns_at_a_time(
+    wh: Warehouse, monkeypatch: pytest.MonkeyPatch, cells: int
+) -> None:
+    """Rows become Arrow columns a slice of columns at a time past _TRANSPOSED_CELLS (bounded
+    memory for very wide tables); patched to 5 cells, 3 rows go one column per slice. Each value
+    of each type lands in its own row and column, and a property `uuid_ts` gives way to the load
+    time (§1.1: uuid_ts is stamped at load)."""
+    monkeypatch.setattr(warehouse, "_TRANSPOSED_CELLS", cells)
+    sparse: list[dict[str, Any]] = [
+        {"a": 1, "b": "x", "seen_at": "2024-05-01T10:00:00.000Z"},
+        {"c": 2.5, "flag": True, "uuid_ts": "mine"},
+        {"b": "y", "a": 3, "tags": ["p", "q"]},
+    ]
+    started = datetime.now(UTC)
+    wh.load(
+        [
+            {"type": "track", "event": "Sparse", "userId": f"u{i}", "messageId": f"s-{i}"}
+            | {"properties": properties}
+            for i, properties in enumerate(sparse, start=1)
+        ]
+    )
+    rows = wh.rows("sparse")
+    picked = [{c: row[c] for c in ("id", "a", "b", "c", "flag", "seen_at", "tags")} for row in rows]
+    assert picked == [
+        {
+            "id": "s-1",
+            "a": 1,
+            "b": "x",
+            "c": None,
+            "flag": None,
+            "seen_at": utc(2024, 5, 1, 10, 0, 0),
+            "tags": None,
+        },
+        {"id": "s-2", "a": None, "b": None, "c": 2.5, "flag": True, "seen_at": None, "tags": None},
+        {
+            "id": "s-3",
+            "a": 3,
+            "b": "y",
+            "c": None,
+            "flag": None,
+            "seen_at": None,
+            "tags": '["p","q"]',
+        },
+    ]
+    assert all(
+        started - timedelta(seconds=1) <= row["uuid_ts"] <= datetime.now(UTC) for row in rows
+    )
+
+
 def test_column_cap_counts_every_column_of_a_new_table(
     wh: Warehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
