@@ -134,6 +134,8 @@ _ARROW: dict[str, pa.DataType] = {
 }
 _UINT64 = (1 << 64) - 1
 _TIMESTAMP = pa.timestamp("ms", tz="UTC")
+_TRANSPOSED_CELLS = 8_000_000
+"""Rows x columns transposed at once by _arrow_table: 64 MB of list slots at most."""
 
 
 def column_type(duckdb_type: str) -> ColumnType:
@@ -650,10 +652,6 @@ def _arrow_table(
             arrays[column] = array.cast(_TIMESTAMP) if kind == "datetime" else array
     arrays["uuid_ts"] = pa.array([now] * width, _TIMESTAMP)
     return pa.table(arrays)
-
-
-_TRANSPOSED_CELLS = 8_000_000
-"""Rows x columns transposed at once by _arrow_table: 64 MB of list slots at most."""
 
 
 def _rules_table(rules: Sequence[MergeRule]) -> pa.Table:
