@@ -48,6 +48,9 @@ async def serve(settings: Settings) -> None:
         timeout_keep_alive=15,
         timeout_graceful_shutdown=30,
         http=BoundedHttpToolsProtocol,  # heads over 64 KB or slower than 30 s are refused
+        # X-Forwarded-For is read by enrich.client_ip with our own trusted proxies and
+        # RudderStack's rule (the first entry); uvicorn's rule would rewrite the peer first.
+        proxy_headers=False,
         server_header=False,
     )
     logger.info(

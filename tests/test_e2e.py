@@ -50,6 +50,18 @@ def test_every_call_type_is_spooled_exactly_as_enriched(server: Server) -> None:
         assert event["sentAt"] == event["originalTimestamp"] == event["receivedAt"]
 
 
+def test_request_ip_is_the_first_forwarded_for_entry_through_uvicorn(server: Server) -> None:
+    """http-api.md "What the server adds": from a trusted proxy (127.0.0.1 here), request_ip is
+    the first X-Forwarded-For entry. uvicorn must not rewrite the peer from that header first:
+    its own rule (the last untrusted entry) would give 10.0.0.1."""
+    assert server.write_key
+    headers = {**basic(server.write_key), "X-Forwarded-For": "198.51.100.1, 10.0.0.1"}
+    event = {"userId": "u1", "event": "Signed Up"}
+    response = httpx.post(server.url + "/v1/track", json=event, headers=headers)
+    assert response.status_code == 200, response.text
+    assert [r["event"]["request_ip"] for r in spooled(server.settings)] == ["198.51.100.1"]
+
+
 def test_posted_events_are_queryable_after_flush_in_their_namespaces(server: Server) -> None:
     """Issue 3: HTTP -> spool -> `loader flush` (via the admin channel) -> tables per source."""
     settings = server.settings
