@@ -5,25 +5,26 @@ from __future__ import annotations
 import base64
 import binascii
 
-from starlette.datastructures import Headers, QueryParams
-
 from loader.errors import Unauthorized
 from loader.sources import Registry, Source
 
 
-def authenticate(registry: Registry, headers: Headers, query: QueryParams | None = None) -> Source:
-    """The enabled source the request's write key belongs to. Never logs the key."""
-    if query is not None:  # beacon: the key comes in the query string
-        key = query.get("writeKey")
-        if not key:
+def authenticate(registry: Registry, header: str | None, beacon_key: str | None = None) -> Source:
+    """The enabled source the request's write key belongs to. Never logs the key.
+
+    `header` is the Authorization header; a beacon request passes `beacon_key`, its
+    `?writeKey=` ("" when it has none), and its header is not read.
+    """
+    if beacon_key is not None:
+        if not beacon_key:
             raise Unauthorized("Missing Authorization Header: add ?writeKey=<your write key>")
+        key = beacon_key
+    elif header is None:
+        raise Unauthorized(
+            "Missing Authorization Header: send HTTP Basic auth with your write key as the "
+            "username and an empty password"
+        )
     else:
-        header = headers.get("authorization")
-        if header is None:
-            raise Unauthorized(
-                "Missing Authorization Header: send HTTP Basic auth with your write key as the "
-                "username and an empty password"
-            )
         key = _basic_username(header)
     source = registry.lookup(key)
     if source is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from loader.errors import LoaderError, RequestRejected, TransientError, Unavailable
@@ -18,14 +17,14 @@ STATUS: dict[type[LoaderError], int] = {
 }
 
 
-async def handle(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, LoaderError), "registered for LoaderError only"
+def response(exc: LoaderError, method: str, path: str) -> Response:
+    """The answer to a request that failed with `exc`; 5xx are logged with the request."""
     status = next((STATUS[kind] for kind in type(exc).__mro__ if kind in STATUS), 500)
     headers = {}
     if isinstance(exc, Unavailable):
         headers["Retry-After"] = str(exc.retry_after)
     if status >= 500:
-        logger.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
-    elif logger.isEnabledFor(logging.DEBUG):  # request.url is built even when nothing logs
-        logger.debug("%s %s -> %d: %s", request.method, request.url.path, status, exc)
+        logger.warning("%s %s -> %d: %s", method, path, status, exc)
+    else:
+        logger.debug("%s %s -> %d: %s", method, path, status, exc)
     return PlainTextResponse(str(exc).splitlines()[0] + "\n", status, headers=headers)

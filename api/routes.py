@@ -1,50 +1,92 @@
-"""One small async function per endpoint: authenticate, read, validate, enrich, spool, answer."""
+"""The endpoints. Ingest: authenticate, read, validate, enrich, spool, answer."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
-from api import openapi
+from api import errors, openapi
 from api.auth import authenticate
 from api.body import read_body
 from loader import __version__, faults
 from loader.enrich import client_ip, enrich
+from loader.errors import LoaderError
 from loader.gateway import Gateway
 from loader.spec import parse_request
 from loader.types import CallType
 
-ACCEPTED = PlainTextResponse("OK")
-
-Endpoint = Callable[[Request], Awaitable[Response]]
+_ACCEPTED_HEADERS = [(b"content-length", b"2"), (b"content-type", b"text/plain; charset=utf-8")]
 
 
-def ingest(call_type: CallType | None, beacon: bool = False) -> Endpoint:
-    """The endpoint for a single call (`call_type`) or a batch (None)."""
+class Ingest:
+    """A single call (`call_type`) or a batch (None) as a plain ASGI app.
 
-    async def endpoint(request: Request) -> Response:
-        gateway: Gateway = request.app.state.gateway
-        headers = request.headers
-        source = authenticate(gateway.registry, headers, request.query_params if beacon else None)
-        body = await read_body(request, timeout=gateway.settings.body_timeout)
+    The ingest routes are the hot path: app.IngestFirst sends their POSTs here ahead of the
+    router, and they read the few headers they need from the scope in one pass instead of
+    building a Request (about a quarter of a single call's CPU went to Starlette's layers).
+    """
+
+    def __init__(self, gateway: Gateway, call_type: CallType | None, beacon: bool = False) -> None:
+        self.gateway, self.call_type, self.beacon = gateway, call_type, beacon
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._accept(scope, receive)
+        except LoaderError as exc:
+            await errors.response(exc, scope["method"], scope["path"])(scope, receive, send)
+            return
+        # New messages each time: middleware may change them on the way.
+        await send({"type": "http.response.start", "status": 200, "headers": _ACCEPTED_HEADERS})
+        await send({"type": "http.response.body", "body": b"OK"})
+
+    async def _accept(self, scope: Scope, receive: Receive) -> None:
+        """Authenticate, read, validate, enrich and spool the request; its event count."""
+        gateway = self.gateway
+        wanted = _HEADERS
+        found: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:
+            if name in wanted and name not in found:  # the first one wins, as Headers.get
+                found[name] = value
+        beacon_key = None
+        if self.beacon:
+            beacon_key = QueryParams(scope["query_string"]).get("writeKey", "")
+        source = authenticate(gateway.registry, _text(found, b"authorization"), beacon_key)
+        encoding = found.get(b"content-encoding", b"")
+        body = await read_body(
+            receive,
+            declared=_text(found, b"content-length"),
+            gzipped=encoding.strip().lower() == b"gzip",
+            timeout=gateway.settings.body_timeout,
+        )
         faults.point("request")
-        peer = request.client.host if request.client else None
-        ip = client_ip(peer, headers.get("x-forwarded-for"), gateway.settings.trusted_proxies)
-        lines, events = _encode(body, call_type, source.name, ip, headers.get("sentat"))
+        client = scope.get("client")
+        peer = client[0] if client else None
+        forwarded = _text(found, b"x-forwarded-for")
+        ip = client_ip(peer, forwarded, gateway.settings.trusted_proxies)
+        sent_at = _text(found, b"sentat")
+        lines, events = _encode(body, self.call_type, source.name, ip, sent_at)
         del body  # only the encoded lines wait for the fsync
         await gateway.batcher.submit(lines, events)
         faults.point("acknowledge")
         gateway.metrics.accepted(source.name, events)
-        return ACCEPTED
 
-    return endpoint
+
+_HEADERS = frozenset(
+    (b"authorization", b"content-length", b"content-encoding", b"x-forwarded-for", b"sentat")
+)
+
+
+def _text(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    value = headers.get(name)
+    return None if value is None else value.decode("latin-1")
 
 
 def _encode(
