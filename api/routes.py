@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import QueryParams
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
@@ -22,6 +23,8 @@ from loader.errors import LoaderError
 from loader.gateway import Gateway
 from loader.spec import parse_request
 from loader.types import CallType
+
+logger = logging.getLogger(__name__)
 
 _ACCEPTED_HEADERS = [(b"content-length", b"2"), (b"content-type", b"text/plain; charset=utf-8")]
 
@@ -43,17 +46,24 @@ class Ingest:
         except LoaderError as exc:
             await errors.response(exc, scope["method"], scope["path"])(scope, receive, send)
             return
+        except ClientDisconnect:
+            # The client hung up before its whole body came: nothing was stored and nobody is
+            # left to answer. A flaky mobile network does this often: no traceback, a metric.
+            logger.debug(
+                "%s %s: the client left before its body arrived", scope["method"], scope["path"]
+            )
+            self.gateway.metrics.request(scope["path"], CLIENT_CLOSED_REQUEST)
+            return
         # New messages each time: middleware may change them on the way.
         await send({"type": "http.response.start", "status": 200, "headers": _ACCEPTED_HEADERS})
         await send({"type": "http.response.body", "body": b"OK"})
 
     async def _accept(self, scope: Scope, receive: Receive) -> None:
-        """Authenticate, read, validate, enrich and spool the request; its event count."""
+        """Authenticate, read, validate, enrich and spool the request."""
         gateway = self.gateway
-        wanted = _HEADERS
         found: dict[bytes, bytes] = {}
         for name, value in scope["headers"]:
-            if name in wanted and name not in found:  # the first one wins, as Headers.get
+            if name in _HEADERS and name not in found:  # the first one wins, as Headers.get
                 found[name] = value
         beacon_key = None
         if self.beacon:
@@ -78,6 +88,9 @@ class Ingest:
         faults.point("acknowledge")
         gateway.metrics.accepted(source.name, events)
 
+
+CLIENT_CLOSED_REQUEST = 499
+"""The status counted (never sent) for a request whose client left mid-body, as nginx logs it."""
 
 _HEADERS = frozenset(
     (b"authorization", b"content-length", b"content-encoding", b"x-forwarded-for", b"sentat")

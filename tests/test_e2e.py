@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import dataclasses
+import socket
 import threading
 import time
 import uuid
@@ -60,6 +62,32 @@ def test_request_ip_is_the_first_forwarded_for_entry_through_uvicorn(server: Ser
     response = httpx.post(server.url + "/v1/track", json=event, headers=headers)
     assert response.status_code == 200, response.text
     assert [r["event"]["request_ip"] for r in spooled(server.settings)] == ["198.51.100.1"]
+
+
+def test_a_client_leaving_mid_body_stores_nothing_and_logs_no_traceback(server: Server) -> None:
+    """Bad input changes nothing: a body cut short by the client's hang-up is not spooled,
+    the log has no traceback for it, and /metrics counts it as 499 (client closed request)."""
+    assert server.write_key
+    auth = base64.b64encode(f"{server.write_key}:".encode()).decode()
+    head = (
+        f"POST /v1/track HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(head.encode() + b'{"userId": "u1", "event": "Sig')
+    metric = 'loader_http_requests_total{endpoint="/v1/track",status="499"} 1.0'
+    deadline = time.monotonic() + 10
+    while metric not in (text := httpx.get(server.url + "/metrics").text):
+        assert time.monotonic() < deadline, text
+        time.sleep(0.05)
+    ok = httpx.post(
+        server.url + "/v1/track",
+        json={"userId": "u2", "event": "Signed Up"},
+        headers=basic(server.write_key),
+    )
+    assert ok.status_code == 200
+    assert [r["event"]["userId"] for r in spooled(server.settings)] == ["u2"]
+    assert "Traceback" not in server.log.read_text()
 
 
 def test_posted_events_are_queryable_after_flush_in_their_namespaces(server: Server) -> None:
