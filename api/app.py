@@ -13,8 +13,9 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import routes
+from api import errors, routes
 from api.cors import CORSMiddleware
+from loader.errors import LoaderError
 from loader.gateway import Gateway
 from loader.sources import Source
 from loader.types import CallType
@@ -53,6 +54,7 @@ def create_app(gateway: Gateway) -> Starlette:
             Middleware(CORSMiddleware),
             Middleware(IngestFirst, endpoints=ingest),
         ],
+        exception_handlers={LoaderError: errors.handle},
         lifespan=lifespan,
     )
     app.state.gateway = gateway
@@ -83,7 +85,8 @@ class RequestMetrics:
 
 class IngestFirst:
     """POSTs to the ingest paths go straight to their endpoint, ahead of the exception
-    middleware, the router and its regexes: the hot path pays for none of them."""
+    middleware, the router and its regexes: the hot path pays for none of them. A LoaderError
+    is answered from the same table as the exception middleware's (api/errors.py)."""
 
     def __init__(self, app: ASGIApp, endpoints: Mapping[str, ASGIApp]) -> None:
         self.app, self.endpoints = app, endpoints
@@ -92,7 +95,11 @@ class IngestFirst:
         if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
             endpoint = self.endpoints.get(scope["path"])
             if endpoint is not None:
-                await endpoint(scope, receive, send)
+                try:
+                    await endpoint(scope, receive, send)
+                except LoaderError as exc:  # the exception middleware's job: it is behind us
+                    answer = errors.response(exc, scope["method"], scope["path"])
+                    await answer(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from loader.errors import LoaderError, RequestRejected, TransientError, Unavailable
@@ -15,6 +16,12 @@ STATUS: dict[type[LoaderError], int] = {
     Unavailable: 503,
     TransientError: 503,
 }
+
+
+async def handle(request: Request, exc: Exception) -> Response:
+    """Starlette's exception handler for LoaderError (app.create_app registers it)."""
+    assert isinstance(exc, LoaderError), "registered for LoaderError only"
+    return response(exc, request.method, request.scope["path"])
 
 
 def response(exc: LoaderError, method: str, path: str) -> Response:

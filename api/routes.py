@@ -14,19 +14,24 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from api import errors, openapi
+from api import openapi
 from api.auth import authenticate
 from api.body import read_body
 from loader import __version__, faults
 from loader.enrich import client_ip, enrich
-from loader.errors import LoaderError
 from loader.gateway import Gateway
 from loader.spec import parse_request
 from loader.types import CallType
 
 logger = logging.getLogger(__name__)
 
-_ACCEPTED_HEADERS = [(b"content-length", b"2"), (b"content-type", b"text/plain; charset=utf-8")]
+_ACCEPTED = ((b"content-length", b"2"), (b"content-type", b"text/plain; charset=utf-8"))
+_HEADERS = frozenset(
+    (b"authorization", b"content-length", b"content-encoding", b"x-forwarded-for", b"sentat")
+)
+"""The request headers the ingest endpoints read."""
+CLIENT_CLOSED_REQUEST = 499
+"""The status counted (never sent) for a request whose client left mid-body, as nginx logs it."""
 
 
 class Ingest:
@@ -41,11 +46,9 @@ class Ingest:
         self.gateway, self.call_type, self.beacon = gateway, call_type, beacon
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A LoaderError is answered by IngestFirst, from api/errors.py's table."""
         try:
             await self._accept(scope, receive)
-        except LoaderError as exc:
-            await errors.response(exc, scope["method"], scope["path"])(scope, receive, send)
-            return
         except ClientDisconnect:
             # The client hung up before its whole body came: nothing was stored and nobody is
             # left to answer. A flaky mobile network does this often: no traceback, a metric.
@@ -54,8 +57,8 @@ class Ingest:
             )
             self.gateway.metrics.request(scope["path"], CLIENT_CLOSED_REQUEST)
             return
-        # New messages each time: middleware may change them on the way.
-        await send({"type": "http.response.start", "status": 200, "headers": _ACCEPTED_HEADERS})
+        # New messages and headers each time: middleware may change them on the way.
+        await send({"type": "http.response.start", "status": 200, "headers": [*_ACCEPTED]})
         await send({"type": "http.response.body", "body": b"OK"})
 
     async def _accept(self, scope: Scope, receive: Receive) -> None:
@@ -87,14 +90,6 @@ class Ingest:
         await gateway.batcher.submit(lines, events)
         faults.point("acknowledge")
         gateway.metrics.accepted(source.name, events)
-
-
-CLIENT_CLOSED_REQUEST = 499
-"""The status counted (never sent) for a request whose client left mid-body, as nginx logs it."""
-
-_HEADERS = frozenset(
-    (b"authorization", b"content-length", b"content-encoding", b"x-forwarded-for", b"sentat")
-)
 
 
 def _text(headers: dict[bytes, bytes], name: bytes) -> str | None:

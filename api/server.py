@@ -50,6 +50,8 @@ async def serve(settings: Settings) -> None:
         http=BoundedHttpToolsProtocol,  # heads over 64 KB or slower than 30 s are refused
         # X-Forwarded-For is read by enrich.client_ip with our own trusted proxies and
         # RudderStack's rule (the first entry); uvicorn's rule would rewrite the peer first.
+        # (X-Forwarded-Proto goes too: nothing here builds an absolute URL but the router's
+        # trailing-slash redirect.)
         proxy_headers=False,
         server_header=False,
     )
