@@ -49,12 +49,11 @@ async def _read(receive: Receive, declared: str | None, gzipped: bool, limit: in
         raise RequestTooLarge(f"the body is {declared} bytes; the limit is {limit} bytes")
     if not gzipped:  # the usual request: its whole body in one message
         message = await receive()
-        if message["type"] == "http.request" and not message.get("more_body", False):
-            whole: bytes = message.get("body", b"")
-            if len(whole) > limit:
-                raise RequestTooLarge(f"the body is over the limit of {limit} bytes")
+        whole: bytes = message.get("body", b"")
+        complete = message["type"] == "http.request" and not message.get("more_body", False)
+        if complete and len(whole) <= limit:
             return whole
-        body.first = message
+        body.first = message  # the loop below reads the rest and applies the limit
     inflater = zlib.decompressobj(wbits=31) if gzipped else None  # 31: gzip header
     parts: list[bytes] = []
     size = raw = 0
